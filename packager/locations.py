@@ -1,0 +1,208 @@
+"""Hrefs into structured locations, and back, without secrets.
+
+One parser turns every asset href (after the rewrite rules) into a :class:`Location`: store kind,
+bucket or container, key and endpoint. The lock stores these fields, compatible with stacpkg's
+``store_type`` / ``store_container`` / ``store_endpoint_url`` / ``key`` columns. Signed query strings
+(S3 presigned, Azure SAS, GCS signed, Swift TempURL) are removed before anything is stored, so no
+lock, log or error can leak them: stacpkg keeps them in ``store_container`` (its defect 5); we do not.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit
+
+from packager.errors import HrefError
+
+#: Query parameters that authorise a request. Their presence makes an href "signed".
+SIGNING_PARAMS = frozenset(
+    p.lower()
+    for p in (
+        # AWS SigV4 / SigV2 presigned URLs
+        "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders",
+        "X-Amz-Signature", "X-Amz-Security-Token", "AWSAccessKeyId", "Signature", "Expires",
+        # Azure SAS tokens
+        "sv", "ss", "srt", "sp", "se", "st", "spr", "sig", "sr", "skoid", "sktid", "skt", "ske", "sks",
+        "skv", "sdd", "si",
+        # Google Cloud Storage signed URLs
+        "X-Goog-Algorithm", "X-Goog-Credential", "X-Goog-Date", "X-Goog-Expires", "X-Goog-SignedHeaders",
+        "X-Goog-Signature", "GoogleAccessId",
+        # OpenStack Swift TempURL, generic bearer tokens
+        "temp_url_sig", "temp_url_expires", "temp_url_prefix", "token", "access_token", "api_key", "apikey",
+    )
+)
+
+#: Scheme aliases normalised the way stacpkg normalises them.
+SCHEME_ALIASES = {
+    "local": "file",
+    "s3a": "s3",
+    "gcs": "gs",
+    "abfs": "az",
+    "abfss": "az",
+    "azure": "az",
+    "adl": "az",
+    "webdavs": "webdav+https",
+    "webdav": "webdav+http",
+}
+
+OBJECT_STORE_KINDS = ("s3", "gs", "az")
+SUPPORTED_KINDS = ("file", "s3", "gs", "az", "http", "https", "swift", "webdav+http", "webdav+https")
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where an object lives, as the lock records it.
+
+    ``kind``: ``file``, ``s3``, ``gs``, ``az``, ``http``, ``https``, ``swift``, ``webdav+http(s)``.
+    ``container``: bucket / container; for http(s) and WebDAV the origin ``scheme://host[:port]``;
+    ``None`` for files. ``key``: the object key without a leading ``/`` (absolute path for files).
+    ``endpoint``: an S3-compatible endpoint URL when not AWS itself.
+    """
+
+    kind: str
+    container: str | None
+    key: str
+    endpoint: str | None = None
+
+    def href(self) -> str:
+        """The href this location stands for, with no query string and no credential."""
+        if self.kind == "file":
+            return "file://" + quote(self.key)
+        if self.kind in ("http", "https"):
+            return f"{self.container}/{quote(self.key)}" if self.key else str(self.container)
+        if self.kind.startswith("webdav+"):
+            scheme = "webdavs" if self.kind.endswith("https") else "webdav"
+            origin = str(self.container).split("://", 1)[1]
+            return f"{scheme}://{origin}/{quote(self.key)}"
+        return f"{self.kind}://{self.container}/{self.key}"
+
+    def store_identity(self) -> tuple[str, str | None, str | None]:
+        """What one store client serves: same kind, container and endpoint share a client."""
+        if self.kind == "file":
+            return ("file", None, None)
+        return (self.kind, self.container, self.endpoint)
+
+    def child(self, relative_key: str) -> Location:
+        """The location of ``relative_key`` under this one (a prefix)."""
+        base = self.key.rstrip("/")
+        key = f"{base}/{relative_key}" if base else relative_key
+        return Location(self.kind, self.container, key, self.endpoint)
+
+    def __str__(self) -> str:  # never print anything but the safe href
+        return self.href()
+
+
+@dataclass(frozen=True, slots=True)
+class CleanHref:
+    """An href with any signing parameters removed, and whether there were any."""
+
+    href: str
+    was_signed: bool
+
+
+def strip_signature(href: str) -> CleanHref:
+    """Drop the query parameters that authorise a request; keep the others (``?format=tif``)."""
+    parts = urlsplit(href)
+    if not parts.query:
+        return CleanHref(href, False)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if k.lower() not in SIGNING_PARAMS]
+    if len(kept) == len(pairs):
+        return CleanHref(href, False)
+    clean = parts._replace(query=urlencode(kept)).geturl()
+    return CleanHref(clean, True)
+
+
+def safe_href(href: str) -> str:
+    """``href`` as it may be shown in a log or an error: signing parameters removed."""
+    return strip_signature(href).href
+
+
+def parse_href(href: str, *, base: str | None = None, endpoint: str | None = None) -> Location:
+    """Parse an asset href into a :class:`Location`.
+
+    ``base`` resolves relative hrefs (the item's self href); without one a relative href is an
+    error, since resolving it against the working directory would read the wrong file.
+    ``endpoint`` is the S3-compatible endpoint to record for ``s3://`` locations.
+    """
+    if not href or not href.strip():
+        raise HrefError("empty href: every asset needs an 'href'")
+    href = strip_signature(href.strip()).href
+    parts = urlsplit(href)
+    scheme = SCHEME_ALIASES.get(parts.scheme.lower(), parts.scheme.lower())
+    if not scheme:
+        if href.startswith("/"):
+            return Location("file", None, _normalise_path(unquote(parts.path)))
+        if base is None:
+            raise HrefError(
+                f"relative href {href!r} has no base to resolve it against: give the item a 'self' link "
+                "or make the href absolute"
+            )
+        return parse_href(urljoin(base, href), endpoint=endpoint)
+    if len(scheme) == 1 and href[1:3] in (":\\", ":/"):  # a Windows drive letter, not a scheme
+        raise HrefError(f"href {href!r} is a Windows path; use a file:// URL")
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise HrefError(f"file href {href!r} names a host {parts.netloc!r}; use file:///absolute/path")
+        return Location("file", None, _normalise_path(unquote(parts.path)))
+    if scheme in ("http", "https"):
+        if not parts.netloc:
+            raise HrefError(f"href {href!r} has no host")
+        key = unquote(parts.path).lstrip("/")
+        if parts.query:
+            key = f"{key}?{parts.query}"
+        return Location(scheme, f"{scheme}://{parts.netloc}", key)
+    if scheme.startswith("webdav+"):
+        inner = scheme.split("+", 1)[1]
+        return Location(scheme, f"{inner}://{parts.netloc}", unquote(parts.path).lstrip("/"))
+    if scheme in (*OBJECT_STORE_KINDS, "swift"):
+        container = parts.netloc
+        if scheme == "az" and "@" in container:  # abfs://container@account.dfs.core.windows.net/path
+            container, account_host = container.split("@", 1)
+            endpoint = endpoint or f"https://{account_host.replace('.dfs.', '.blob.')}"
+        if not container:
+            raise HrefError(f"href {href!r} names no bucket or container")
+        key = unquote(parts.path).lstrip("/")
+        return Location(scheme, container, key, endpoint if scheme in ("s3", "az") else None)
+    raise HrefError(
+        f"href {safe_href(href)!r} has the unsupported scheme {parts.scheme!r}: supported are "
+        "file, s3, gs, az (abfs), http(s), swift and webdav(s); add a rewrite rule that maps this "
+        "prefix to one of them"
+    )
+
+
+def _normalise_path(path: str) -> str:
+    norm = posixpath.normpath(path)
+    return "/" + norm.lstrip("/") if norm != "/" else "/"
+
+
+def location_from_lock_fields(
+    store_type: str | None, store_container: str | None, key: str | None, endpoint: str | None
+) -> Location:
+    """Rebuild a location from the four lock columns (ours or stacpkg's)."""
+    if not store_type:
+        raise HrefError("lock row has no store_type")
+    kind = SCHEME_ALIASES.get(store_type.lower(), store_type.lower())
+    if kind == "file":
+        if not key:
+            raise HrefError("lock row of store_type 'file' has no key")
+        path = key if key.startswith("/") else "/" + key
+        return Location("file", None, _normalise_path(path))
+    if kind not in SUPPORTED_KINDS:
+        raise HrefError(f"lock row has the unsupported store_type {store_type!r}")
+    if not store_container:
+        raise HrefError(f"lock row of store_type {store_type!r} has no store_container")
+    return Location(kind, store_container, (key or "").lstrip("/") if kind != "file" else key or "",
+                    endpoint or None)
+
+
+def extension_of(key: str) -> str:
+    """The file extension of a key (``.tif``; ``.tar.gz`` kept whole), or ``""``."""
+    name = posixpath.basename(key.split("?", 1)[0]).lstrip(".")
+    if "." not in name:
+        return ""
+    for double in (".tar.gz", ".tar.bz2", ".tar.zst", ".nc.gz"):
+        if name.endswith(double):
+            return double
+    return "." + name.rsplit(".", 1)[1]
