@@ -1,0 +1,324 @@
+"""The asset lock: one row per (collection, item id, asset key) with the live object's facts.
+
+The file is ``assets.lock.parquet``. Its first nine columns are stacpkg's v1 lock, with the same names,
+types, order and schema metadata, so ``stacpkg asset-lock from-parquet`` reads our locks. Ours follow:
+``collection`` (stacpkg has no collection, so the same item id in two collections collides there),
+``href`` (the published href with signing parameters removed), ``checksum`` (sha256 multihash, as
+STAC ``file:checksum``) and ``media_type``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from packager.checksum import checksum_stream
+from packager.concurrency import ordered_map
+from packager.errors import DuplicateAssetError, HrefError, LockSchemaError, StoreError
+from packager.locations import Location, location_from_lock_fields, safe_href
+from packager.stores import ObjectFacts, StoreRegistry
+
+STACPKG_METADATA = {b"stacpkg:schema-kind": b"asset-lock", b"stacpkg:schema-version": b"v1"}
+LOCK_METADATA = {**STACPKG_METADATA, b"stac-packager:lock-version": b"1"}
+
+V1_FIELDS = [
+    pa.field("item_id", pa.string(), nullable=False),
+    pa.field("asset_key", pa.string(), nullable=False),
+    pa.field("store_type", pa.string()),
+    pa.field("store_container", pa.string()),
+    pa.field("store_endpoint_url", pa.string()),
+    pa.field("key", pa.string()),
+    pa.field("size_bytes", pa.int64()),
+    pa.field("etag", pa.string()),
+    pa.field("last_modified", pa.string()),
+]
+EXTRA_FIELDS = [
+    pa.field("collection", pa.string()),
+    pa.field("href", pa.string()),
+    pa.field("checksum", pa.string()),
+    pa.field("media_type", pa.string()),
+]
+LOCK_SCHEMA = pa.schema(V1_FIELDS + EXTRA_FIELDS, metadata=LOCK_METADATA)
+
+FAILURE_SCHEMA = pa.schema([
+    pa.field("collection", pa.string()),
+    pa.field("item_id", pa.string()),
+    pa.field("asset_key", pa.string()),
+    pa.field("href", pa.string()),
+    pa.field("stage", pa.string()),
+    pa.field("error_code", pa.string()),
+    pa.field("error", pa.string()),
+    pa.field("attempts", pa.int32()),
+])
+
+WRITE_BATCH_ROWS = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class LockRow:
+    """One locked asset: who it belongs to, where it lives, and what it was when observed."""
+
+    collection: str | None
+    item_id: str
+    asset_key: str
+    location: Location
+    href: str
+    media_type: str | None = None
+    size: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    checksum: str | None = None
+
+    @property
+    def identity(self) -> tuple[str | None, str, str]:
+        return (self.collection, self.item_id, self.asset_key)
+
+    def label(self) -> str:
+        return f"{self.collection or '-'}/{self.item_id}/{self.asset_key}"
+
+    def with_facts(self, facts: ObjectFacts, checksum: str | None = None) -> LockRow:
+        return LockRow(self.collection, self.item_id, self.asset_key, self.location, self.href, self.media_type,
+                       facts.size, facts.etag, facts.last_modified_iso(), checksum or self.checksum)
+
+    def as_record(self) -> dict:
+        loc = self.location
+        return {
+            "item_id": self.item_id, "asset_key": self.asset_key, "store_type": loc.kind,
+            "store_container": loc.container, "store_endpoint_url": loc.endpoint,
+            "key": loc.key, "size_bytes": self.size, "etag": self.etag, "last_modified": self.last_modified,
+            "collection": self.collection, "href": self.href, "checksum": self.checksum,
+            "media_type": self.media_type,
+        }
+
+
+@dataclass(slots=True)
+class Failure:
+    """A row that could not be processed, kept out of the lock and reported on its own."""
+
+    collection: str | None
+    item_id: str
+    asset_key: str
+    href: str
+    stage: str
+    error_code: str
+    error: str
+    attempts: int = 1
+
+    def as_record(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+def failure_of(row: LockRow | AssetRef, stage: str, exc: BaseException, attempts: int = 1) -> Failure:
+    code = getattr(exc, "code", None) or ("bad_href" if isinstance(exc, HrefError) else "error")
+    return Failure(row.collection, row.item_id, row.asset_key, safe_href(row.href), stage, code, str(exc), attempts)
+
+
+# -- writing and reading ------------------------------------------------------------------------
+class ParquetTableWriter:
+    """Writes record batches to a temp file beside ``path`` and renames it into place on success.
+
+    A reader therefore sees the previous complete file or the new complete file, never half of one;
+    on error the temp file is removed and ``path`` is untouched.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self.rows = 0
+        self._buffer: list[dict] = []
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> ParquetTableWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        return self
+
+    def write(self, record: dict) -> None:
+        self._buffer.append(record)
+        if len(self._buffer) >= WRITE_BATCH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer and self._writer is not None:
+            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
+            self.rows += len(self._buffer)
+            self._buffer.clear()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._flush()
+            if self._writer is not None:
+                self._writer.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+        finally:
+            if self._tmp.exists():
+                self._tmp.unlink()
+
+
+def lock_writer(path: Path) -> ParquetTableWriter:
+    return ParquetTableWriter(path, LOCK_SCHEMA)
+
+
+def write_failures(path: Path, failures: Iterable[Failure]) -> int:
+    with ParquetTableWriter(path, FAILURE_SCHEMA) as writer:
+        for failure in failures:
+            writer.write(failure.as_record())
+    return writer.rows
+
+
+REQUIRED_COLUMNS = ("item_id", "asset_key", "store_type", "key")
+
+
+def open_lock(path: Path) -> pq.ParquetFile:
+    """Open a lock (ours or stacpkg's) after checking it has what a lock needs."""
+    try:
+        parquet = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise LockSchemaError(f"lock {path} does not exist: materialize the lock asset first") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise LockSchemaError(f"{path} is not a readable parquet lock ({exc}); rebuild it") from None
+    names = set(parquet.schema_arrow.names)
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise LockSchemaError(
+            f"{path} is not an asset lock: missing column(s) {', '.join(missing)}; expected stacpkg v1 "
+            f"columns {', '.join(f.name for f in V1_FIELDS)}"
+        )
+    return parquet
+
+
+def iter_lock(path: Path, batch_size: int = WRITE_BATCH_ROWS) -> Iterator[LockRow]:
+    """Stream the rows of a lock, batch by batch, never the whole table at once."""
+    parquet = open_lock(path)
+    for batch in parquet.iter_batches(batch_size=batch_size):
+        for record in batch.to_pylist():
+            yield lock_row_from_record(record)
+
+
+def lock_row_from_record(record: dict) -> LockRow:
+    location = location_from_lock_fields(record.get("store_type"), record.get("store_container"),
+                                         record.get("key"), record.get("store_endpoint_url"))
+    return LockRow(
+        collection=record.get("collection"), item_id=record["item_id"], asset_key=record["asset_key"],
+        location=location, href=record.get("href") or location.href(), media_type=record.get("media_type"),
+        size=record.get("size_bytes"), etag=record.get("etag"), last_modified=record.get("last_modified"),
+        checksum=record.get("checksum"),
+    )
+
+
+def count_rows(path: Path) -> int:
+    return open_lock(path).metadata.num_rows
+
+
+# -- building a lock from items -----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AssetRef:
+    """An asset as an item lists it, before its href is resolved."""
+
+    collection: str | None
+    item_id: str
+    asset_key: str
+    href: str
+    media_type: str | None
+    base: str | None
+
+
+@dataclass(slots=True)
+class AssetFilter:
+    """Which assets to lock: all by default; ``include`` and ``exclude`` are asset keys."""
+
+    include: list[str] | None = None
+    exclude: list[str] = field(default_factory=list)
+
+    def keeps(self, key: str) -> bool:
+        return (self.include is None or key in self.include) and key not in self.exclude
+
+
+def asset_refs(items: Iterable[dict], assets: AssetFilter | None = None) -> Iterator[AssetRef]:
+    """Every asset of every item, in order; a repeated (collection, item, asset) is an error."""
+    assets = assets or AssetFilter()
+    seen: dict[tuple[str | None, str, str], int] = {}
+    for index, item in enumerate(items):
+        item_id, collection = item.get("id"), item.get("collection")
+        if not item_id:
+            raise LockSchemaError(f"item #{index} has no 'id': every STAC item needs one")
+        base = next((link.get("href") for link in item.get("links") or [] if link.get("rel") == "self"), None)
+        for key, asset in (item.get("assets") or {}).items():
+            if not asset or not assets.keeps(key):
+                continue
+            identity = (collection, item_id, key)
+            if identity in seen:
+                raise DuplicateAssetError(
+                    f"asset {collection or '-'}/{item_id}/{key} appears twice (items #{seen[identity]} and "
+                    f"#{index}): the lock's identity is (collection, item id, asset key); remove the duplicate "
+                    "item or give it another id"
+                )
+            seen[identity] = index
+            yield AssetRef(collection, item_id, key, asset.get("href") or "", asset.get("type"), base)
+
+
+@dataclass(slots=True)
+class LockSummary:
+    rows: int = 0
+    bytes: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    stores: int = 0
+    checksums: int = 0
+    seconds: float = 0.0
+
+
+def build_lock(items: Iterable[dict], registry: StoreRegistry, out_path: Path, *, checksum: bool = False,
+               concurrency: int = 32, assets: AssetFilter | None = None, chunk_size: int = 8 << 20) -> LockSummary:
+    """Lock every asset of ``items``: HEAD each live object concurrently, optionally checksum it.
+
+    Rows that fail (bad href, missing object, access denied) are returned as failures and are not
+    written into the lock; the caller decides whether that fails the run.
+    """
+    return asyncio.run(_build_lock(items, registry, out_path, checksum, concurrency, assets, chunk_size))
+
+
+async def _build_lock(items, registry, out_path, checksum, concurrency, assets, chunk_size) -> LockSummary:
+    summary = LockSummary()
+    started = time.perf_counter()
+    limit = asyncio.Semaphore(concurrency)
+    stores: set[tuple] = set()
+
+    async def observe(ref: AssetRef) -> LockRow | Failure:
+        try:
+            location = registry.resolve(ref.href, collection=ref.collection, base=ref.base)
+            row = LockRow(ref.collection, ref.item_id, ref.asset_key, location, safe_href(ref.href), ref.media_type)
+            store = registry.store_for(location)
+            stores.add(location.store_identity())
+            async with limit:
+                facts = await store.head(location.key)
+                digest = None
+                if checksum:
+                    size, digest = await checksum_stream(store.stream(location.key, chunk_size))
+                    if size != facts.size:
+                        raise StoreError(f"{location}: size changed while reading ({facts.size} -> {size})")
+            return row.with_facts(facts, digest)
+        except (StoreError, HrefError) as exc:
+            return failure_of(ref, "lock", exc)
+
+    with lock_writer(out_path) as writer:
+        async for result in ordered_map(asset_refs(items, assets), observe, in_flight=concurrency * 4):
+            if isinstance(result, Failure):
+                summary.failures.append(result)
+                continue
+            writer.write(result.as_record())
+            summary.rows += 1
+            summary.bytes += result.size or 0
+            summary.checksums += result.checksum is not None
+    summary.stores = len(stores)
+    summary.seconds = time.perf_counter() - started
+    return summary

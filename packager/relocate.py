@@ -1,0 +1,279 @@
+"""Copy every locked object into storage the user controls, verified, resumable, in bounded memory.
+
+For each lock row, in order:
+
+1. HEAD the source and compare it with the lock: bytes that changed since they were locked are not
+   copied (the lock is the contract), the row fails instead.
+2. HEAD the destination. If an object is there with the same size and the same sha256 (from the
+   object's metadata when the store keeps it, else by reading it), it is kept: a re-run resumes and
+   does not rewrite, so earlier locks of the destination stay valid.
+3. Otherwise stream source -> destination through a sha256 tap. Multipart uploads become visible
+   only when complete; local files are written to a temp name and renamed. Same-store pairs use a
+   server-side copy.
+4. Verify the destination: size from a HEAD, and (``verify="checksum"``, the default) its sha256 by
+   reading it back. A mismatch deletes the destination object and fails the row.
+
+Memory: every copy reserves ``min(size, chunk) x (parts in flight + 2)`` bytes from one
+:class:`~packager.concurrency.MemoryBudget` before it starts, so the total in flight never exceeds
+``memory_limit``. Failed rows go to a failures table, never into the new lock; all rows are
+attempted before the caller learns that some failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from packager.checksum import StreamDigest, checksum_stream
+from packager.concurrency import MemoryBudget, ordered_map
+from packager.errors import ConfigError, ObjectNotFound, StoreError
+from packager.lock import Failure, LockRow, failure_of, iter_lock, lock_writer, write_failures
+from packager.locations import Location
+from packager.stores import ObjectFacts, Store, StoreRegistry
+from packager.stores.obstore_backend import CHECKSUM_METADATA
+from packager.templates import DEFAULT_TEMPLATE, KeyTemplate, plan_keys
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class RelocationSettings:
+    """How hard to push: copies in flight, bytes in flight, part size, verification, retries."""
+
+    concurrency: int = 16
+    memory_limit: int = 256 * MiB
+    chunk_size: int = 8 * MiB
+    put_concurrency: int = 4
+    verify: Literal["size", "checksum"] = "checksum"
+    attempts: int = 4
+    key_template: str = DEFAULT_TEMPLATE
+
+    def reservation(self, size: int) -> int:
+        """Bytes one copy of ``size`` bytes may hold: a read chunk, a hashed chunk, parts in flight."""
+        unit = max(1, min(size, self.chunk_size))
+        parts = max(1, min(self.put_concurrency, math.ceil(size / self.chunk_size) if size else 1))
+        return unit * (parts + 2)
+
+    def check(self) -> None:
+        needed = self.reservation(self.chunk_size * self.put_concurrency)
+        if self.memory_limit < needed:
+            raise ConfigError(
+                f"memory_limit {self.memory_limit} B is below one streaming copy ({needed} B = chunk_size "
+                f"{self.chunk_size} x (put_concurrency {self.put_concurrency} + 2)); raise memory_limit or "
+                "lower chunk_size / put_concurrency"
+            )
+        if self.chunk_size < 5 * MiB:
+            raise ConfigError("chunk_size must be at least 5 MiB: S3 multipart parts (but the last) need it")
+
+
+@dataclass(slots=True)
+class RelocationSummary:
+    rows: int = 0
+    copied: int = 0
+    present: int = 0
+    server_side: int = 0
+    bytes_copied: int = 0
+    bytes_total: int = 0
+    retries: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+    peak_reserved_bytes: int = 0
+
+    @property
+    def throughput(self) -> float:
+        return self.bytes_copied / self.seconds if self.seconds else 0.0
+
+
+@dataclass(slots=True)
+class _Outcome:
+    row: LockRow
+    status: Literal["copied", "present", "server_side"]
+    bytes_moved: int
+    retries: int
+
+
+def relocate(lock_path: Path, target: Location, registry: StoreRegistry, out_lock: Path, failures_path: Path,
+             settings: RelocationSettings = RelocationSettings(),
+             progress: Callable[[int, int], None] | None = None) -> RelocationSummary:
+    """Relocate every row of ``lock_path`` under ``target``; write the new lock and the failures table.
+
+    Raises :class:`~packager.errors.TemplateError` before copying if the template is unusable.
+    Returns a summary whose ``failures`` the caller turns into a failed run.
+    """
+    settings.check()
+    template = KeyTemplate(settings.key_template)
+    # Plan first (a pass over the lock holding only keys): collisions and escapes refuse the batch.
+    for _ in plan_keys(iter_lock(lock_path), template):
+        pass
+    return asyncio.run(_relocate(lock_path, target, registry, out_lock, failures_path, settings, template, progress))
+
+
+async def _relocate(lock_path, target, registry, out_lock, failures_path, settings, template, progress):
+    summary = RelocationSummary()
+    started = time.perf_counter()
+    budget = MemoryBudget(settings.memory_limit)
+    slots = asyncio.Semaphore(settings.concurrency)
+    dest_store = registry.store_for(target)
+
+    async def one(row: LockRow) -> _Outcome | Failure:
+        dest = target.child(template.render(row))
+        retries = 0
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(settings.attempts), reraise=True,
+                wait=wait_exponential(multiplier=0.5, max=10),
+                retry=retry_if_exception(lambda e: isinstance(e, StoreError) and e.retryable),
+            ):
+                with attempt:
+                    retries = attempt.retry_state.attempt_number - 1
+                    async with slots:
+                        return await _copy_one(row, dest, registry, dest_store, settings, budget, retries)
+        except StoreError as exc:
+            return failure_of(row, "relocate", exc, attempts=retries + 1)
+        raise AssertionError("unreachable")
+
+    done = 0
+    with lock_writer(out_lock) as writer:
+        async for result in ordered_map(iter_lock(lock_path), one, in_flight=settings.concurrency * 4):
+            summary.rows += 1
+            done += 1
+            if isinstance(result, Failure):
+                summary.failures.append(result)
+            else:
+                writer.write(result.row.as_record())
+                summary.bytes_total += result.row.size or 0
+                summary.retries += result.retries
+                if result.status == "present":
+                    summary.present += 1
+                else:
+                    summary.copied += 1
+                    summary.bytes_copied += result.bytes_moved
+                    summary.server_side += result.status == "server_side"
+            if progress:
+                progress(done, summary.rows)
+    write_failures(failures_path, summary.failures)
+    summary.seconds = time.perf_counter() - started
+    summary.peak_reserved_bytes = budget.peak_reserved
+    return summary
+
+
+async def _copy_one(row: LockRow, dest: Location, registry: StoreRegistry, dest_store: Store,
+                    settings: RelocationSettings, budget: MemoryBudget, retries: int) -> _Outcome:
+    source_store = registry.store_for(row.location)
+    facts = await source_store.head(row.location.key)
+    _check_unchanged(row, facts)
+
+    existing = await _head_or_none(dest_store, dest.key)
+    if existing is not None and existing.size == facts.size:
+        source_sum = row.checksum or await _checksum(source_store, row.location.key, settings, budget, facts.size)
+        if await _stored_checksum(dest_store, dest.key, settings, budget, existing.size) == source_sum:
+            await dest_store.set_checksum(dest.key, source_sum)
+            return _Outcome(_relocated(row, dest, existing, source_sum), "present", 0, retries)
+
+    if _same_store(row.location, dest, registry) and row.checksum:
+        await source_store.copy(row.location.key, dest.key)
+        checksum = row.checksum
+        status = "server_side"
+    else:
+        checksum = await _stream_copy(row, facts, source_store, dest, dest_store, settings, budget)
+        status = "copied"
+    final = await _verify(dest, dest_store, facts.size, checksum, settings, budget)
+    return _Outcome(_relocated(row, dest, final, checksum), status, facts.size, retries)
+
+
+def _check_unchanged(row: LockRow, facts: ObjectFacts) -> None:
+    changed = []
+    if row.size is not None and facts.size != row.size:
+        changed.append(f"size {row.size} -> {facts.size}")
+    if row.etag and facts.etag and facts.etag != row.etag:
+        changed.append(f"etag {row.etag} -> {facts.etag}")
+    if changed:
+        raise StoreError(
+            f"{row.location}: source changed since it was locked ({', '.join(changed)}); re-run the lock "
+            "asset to lock the current bytes", href=row.href)
+
+
+async def _head_or_none(store: Store, key: str) -> ObjectFacts | None:
+    try:
+        return await store.head(key)
+    except ObjectNotFound:
+        return None
+
+
+async def _reserved(budget: MemoryBudget, settings: RelocationSettings, size: int):
+    amount = settings.reservation(size)
+    await budget.acquire(amount)
+    return amount
+
+
+async def _checksum(store: Store, key: str, settings: RelocationSettings, budget: MemoryBudget, size: int) -> str:
+    amount = await _reserved(budget, settings, min(size, settings.chunk_size))
+    try:
+        return (await checksum_stream(store.stream(key, settings.chunk_size)))[1]
+    finally:
+        await budget.release(amount)
+
+
+async def _stored_checksum(store: Store, key: str, settings: RelocationSettings, budget: MemoryBudget,
+                           size: int) -> str:
+    """The destination's sha256: from its metadata when the store keeps it, else by reading it."""
+    recorded = (await store.read_metadata(key)).get(CHECKSUM_METADATA)
+    return recorded or await _checksum(store, key, settings, budget, size)
+
+
+async def _stream_copy(row: LockRow, facts: ObjectFacts, source_store: Store, dest: Location, dest_store: Store,
+                       settings: RelocationSettings, budget: MemoryBudget) -> str:
+    amount = await _reserved(budget, settings, facts.size)
+    try:
+        digest = StreamDigest()
+        metadata = {CHECKSUM_METADATA: row.checksum} if row.checksum else None
+        await dest_store.put_stream(
+            dest.key, digest.tap(source_store.stream(row.location.key, settings.chunk_size)),
+            chunk_size=settings.chunk_size, max_concurrency=settings.put_concurrency,
+            content_type=row.media_type, metadata=metadata)
+    finally:
+        await budget.release(amount)
+    checksum = digest.multihash()
+    problem = None
+    if digest.size != facts.size:
+        problem = f"read {digest.size} bytes, the source has {facts.size}"
+    elif row.checksum and checksum != row.checksum:
+        problem = f"sha256 {checksum} differs from the locked {row.checksum}"
+    if problem:
+        await dest_store.delete(dest.key)
+        raise StoreError(f"{row.location}: {problem}; the partial copy at {dest} was deleted", href=row.href)
+    return checksum
+
+
+async def _verify(dest: Location, dest_store: Store, size: int, checksum: str, settings: RelocationSettings,
+                  budget: MemoryBudget) -> ObjectFacts:
+    final = await dest_store.head(dest.key)
+    problem = None
+    if final.size != size:
+        problem = f"has {final.size} bytes, expected {size}"
+    elif settings.verify == "checksum":
+        observed = await _checksum(dest_store, dest.key, settings, budget, size)
+        if observed != checksum:
+            problem = f"reads back as sha256 {observed}, expected {checksum}"
+    if problem:
+        await dest_store.delete(dest.key)
+        raise StoreError(f"{dest}: destination {problem}; deleted it", href=dest.href())
+    await dest_store.set_checksum(dest.key, checksum)
+    return final
+
+
+def _same_store(source: Location, dest: Location, registry: StoreRegistry) -> bool:
+    return (source.kind != "file" and source.store_identity() == dest.store_identity()
+            and registry.profile_for(source) == registry.profile_for(dest))
+
+
+def _relocated(row: LockRow, dest: Location, facts: ObjectFacts, checksum: str) -> LockRow:
+    return LockRow(row.collection, row.item_id, row.asset_key, dest, dest.href(), row.media_type,
+                   facts.size, facts.etag, facts.last_modified_iso(), checksum)
