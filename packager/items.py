@@ -1,0 +1,487 @@
+"""NDJSON STAC items -> one conformant STAC GeoParquet file, and back.
+
+Why this is not a one-liner around ``stac_geoparquet.arrow.parse_stac_ndjson_to_parquet``:
+
+* **Late keys.** An asset key or property first seen in item 5,000 must reach the parquet (and so the
+  asset lock). We infer the schema over *all* items in a first pass, then convert in a second pass;
+  memory stays bounded by ``chunk_size`` items, never the whole file.
+* **Heterogeneous real items.** Items of different collections disagree on types (PC's
+  ``cube:dimensions.*.reference_system`` is a string in one collection, an int in another) and some hold
+  empty objects (``attrs: {}``) that Parquet cannot store. pyarrow refuses both. Such fields are stored as
+  JSON text, their paths listed in the schema metadata key ``stac_packager:json_paths``, and
+  :func:`iter_items` decodes them again: the round trip through this module is lossless for them.
+* **stacpkg interop.** Columns whose every value is null or ``[]`` are inferred as ``null`` /
+  ``list<null>``; stacpkg's ``items enrich`` fails on those, so they are written as ``string`` /
+  ``list<string>`` (also inside structs and lists).
+* **Atomicity.** The parquet is written to a temp file next to ``out_path`` and ``os.replace``-d at the
+  end; on any error the temp file is removed and ``out_path`` is untouched.
+
+An item without assets (``"assets": {}`` or no ``assets`` key) is kept: it simply adds no lock rows.
+When 2D and 3D bboxes are mixed, 3D bboxes are written 2D (stac-geoparquet cannot mix them; the geometry
+keeps its Z). Timestamps (``datetime``, ``start_datetime``, ``created``...) are stored as
+``timestamp[us, UTC]`` and come back as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; keys absent from an item are
+dropped on read. stac-geoparquet drops a property whose name collides with a top-level key (e.g. a
+non-standard top-level ``description``) with a warning (listed in ``ItemsSummary.dropped_properties``), and a
+non-core top-level key comes back inside ``properties``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+from stac_geoparquet.arrow import DEFAULT_PARQUET_SCHEMA_VERSION, stac_table_to_items
+from stac_geoparquet.arrow._api import stac_items_to_arrow
+from stac_geoparquet.arrow._batch import StacJsonBatch
+from stac_geoparquet.arrow._to_parquet import create_parquet_metadata
+from stac_geoparquet.arrow._util import convert_tuples_to_lists
+
+from packager.errors import PackagerError
+
+JSON_PATHS_KEY = b"stac_packager:json_paths"
+"""Schema metadata key listing the field paths stored as JSON text (see module docstring)."""
+
+LIST = "[]"
+"""Path segment meaning "every element of this list"."""
+
+Path_ = tuple[str, ...]
+
+
+class ItemsError(PackagerError, ValueError):
+    """The NDJSON cannot be turned into STAC GeoParquet; the message names file, line and fix."""
+
+
+@dataclass
+class ItemsSummary:
+    """What was written: enough for Dagster metadata and for a quick sanity check of a package."""
+
+    items: int
+    collections: dict[str, int]
+    asset_keys: list[str]
+    assets: int
+    bytes: int
+    columns: list[str]
+    json_encoded_fields: list[str] = field(default_factory=list)
+    """Fields stored as JSON text because items disagree on their type (decoded by :func:`iter_items`)."""
+    bbox_z_dropped: bool = False
+    """True when 2D and 3D bboxes were mixed, so 3D bboxes were written as 2D (geometries keep Z)."""
+    dropped_properties: list[str] = field(default_factory=list)
+    """Properties stac-geoparquet drops because some item has a top-level key of the same name."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading NDJSON with line numbers
+
+
+def _read_ndjson(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, item)``; blank lines are skipped, anything else must be a STAC item."""
+    with open(path, "rb") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = orjson.loads(line)
+            except orjson.JSONDecodeError as err:
+                raise ItemsError(
+                    f"{path}: line {lineno} is not valid JSON ({err}); each line must hold one STAC item"
+                ) from None
+            yield lineno, _check_item(item, path, lineno)
+
+
+def _check_item(item: Any, path: Path, lineno: int) -> dict[str, Any]:
+    """Reject what stac-geoparquet cannot represent, naming the line, before it fails obscurely."""
+    where = f"{path}: line {lineno}"
+    if not isinstance(item, dict) or not item.get("id"):
+        raise ItemsError(f"{where} is not a STAC item (a JSON object with an 'id'); fix or drop that line")
+    if not isinstance(item.get("geometry"), dict):
+        raise ItemsError(f"{where}: item {item['id']!r} has no geometry; STAC GeoParquet needs one per item")
+    if not isinstance(item.get("properties"), dict):
+        raise ItemsError(f"{where}: item {item['id']!r} has no 'properties' object")
+    item.setdefault("assets", {})  # kept: an item without assets adds no lock rows
+    bbox = item.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) not in (4, 6):
+        raise ItemsError(f"{where}: item {item['id']!r} needs a 'bbox' of 4 or 6 numbers, got {bbox!r}")
+    return item
+
+
+def _flatten_bbox(item: dict[str, Any]) -> None:
+    """2D-ify a 3D bbox: stac-geoparquet cannot mix 2D and 3D bboxes in one file (geometry keeps Z)."""
+    b = item["bbox"]
+    if len(b) == 6:
+        item["bbox"] = [b[0], b[1], b[3], b[4]]
+
+
+def _chunks(path: Path, size: int) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    """Bounded-size chunks of numbered items: the only place items are held in memory."""
+    chunk: list[tuple[int, dict[str, Any]]] = []
+    for numbered in _read_ndjson(path):
+        chunk.append(numbered)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# --------------------------------------------------------------------------------------------------
+# Pass 1: schema over all items
+
+
+class _SchemaBuilder:
+    """Unions item schemas; type conflicts and empty objects become JSON-text paths instead of errors."""
+
+    def __init__(self) -> None:
+        self.type: pa.StructType = pa.struct([])
+        self.json_paths: set[Path_] = set()
+
+    def add(self, chunk: Sequence[tuple[int, dict[str, Any]]], path: Path) -> None:
+        """Infer a chunk's type with pyarrow; on a conflict inside the chunk, bisect down to items."""
+        try:
+            inferred = StacJsonBatch.from_dicts([item for _, item in chunk]).inner.schema
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            if len(chunk) == 1:
+                lineno, item = chunk[0]
+                raise ItemsError(
+                    f"{path}: line {lineno}: item {item['id']!r} cannot be represented in Arrow ({err})"
+                ) from None
+            half = len(chunk) // 2
+            self.add(chunk[:half], path)
+            self.add(chunk[half:], path)
+            return
+        except Exception as err:  # shapely / stac-geoparquet errors on one bad item
+            raise ItemsError(
+                f"{path}: lines {chunk[0][0]}-{chunk[-1][0]}: cannot convert to STAC GeoParquet ({err})"
+            ) from err
+        self.type = self._merge(self.type, pa.struct(list(inferred)), ())
+
+    def _merge(self, a: pa.DataType, b: pa.DataType, at: Path_) -> pa.DataType:
+        """Least common type of ``a`` and ``b``; irreconcilable ones are recorded and become string."""
+        if a.equals(b) or pa.types.is_null(b):
+            return a
+        if pa.types.is_null(a):
+            return b
+        if pa.types.is_struct(a) and pa.types.is_struct(b):
+            fields = {f.name: f.type for f in a}
+            for f in b:
+                fields[f.name] = (
+                    self._merge(fields[f.name], f.type, (*at, f.name)) if f.name in fields else f.type
+                )
+            return pa.struct([pa.field(name, t) for name, t in fields.items()])
+        if _is_list(a) and _is_list(b):
+            return pa.list_(self._merge(a.value_type, b.value_type, (*at, LIST)))
+        if _is_number(a) and _is_number(b):
+            return pa.float64()
+        self.json_paths.add(at)
+        return pa.string()
+
+    def finish(self) -> pa.Schema:
+        """Final JSON-level schema: null types made stacpkg-readable, empty objects and conflicts as text."""
+        self._mark_empty_structs(self.type, ())
+        outer = _drop_nested_paths(self.json_paths)
+        self.json_paths = outer
+        return pa.schema(list(_finalize(self.type, (), outer)))
+
+    def _mark_empty_structs(self, t: pa.DataType, at: Path_) -> None:
+        """Parquet cannot store ``struct<>``; top-level ``assets: {}`` is dropped by stac-geoparquet itself."""
+        if pa.types.is_struct(t):
+            if t.num_fields == 0 and at != ("assets",) and at:
+                self.json_paths.add(at)
+            for f in t:
+                self._mark_empty_structs(f.type, (*at, f.name))
+        elif _is_list(t):
+            self._mark_empty_structs(t.value_type, (*at, LIST))
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _drop_nested_paths(paths: set[Path_]) -> set[Path_]:
+    """A path inside another JSON-encoded path is encoded with its ancestor already."""
+    return {p for p in paths if not any(p[: len(q)] == q and p != q for q in paths)}
+
+
+def _finalize(t: pa.DataType, at: Path_, json_paths: set[Path_]) -> pa.DataType:
+    """Replace JSON-encoded paths by string and ``null`` by string, recursively (list<null> -> list<string>)."""
+    if at in json_paths or pa.types.is_null(t):
+        return pa.string()
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _finalize(f.type, (*at, f.name), json_paths)) for f in t])
+    if _is_list(t):
+        return pa.list_(_finalize(t.value_type, (*at, LIST), json_paths))
+    return t
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON-encoding of conflicting fields (write) and decoding (read)
+
+
+def _transform_at(obj: Any, at: Path_, fn: Any) -> Any:
+    """Apply ``fn`` to every value found at path ``at`` (``[]`` walks list elements); returns ``obj``."""
+    if not at:
+        return fn(obj)
+    head, rest = at[0], at[1:]
+    if head == LIST and isinstance(obj, list):
+        return [_transform_at(v, rest, fn) for v in obj]
+    if isinstance(obj, dict) and head in obj:
+        obj[head] = _transform_at(obj[head], rest, fn)
+    return obj
+
+
+def _encode(value: Any) -> Any:
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _decode(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+# --------------------------------------------------------------------------------------------------
+# Pass 2: convert and write
+
+
+def _arrow_batches(
+    ndjson_path: Path, schema: pa.Schema, json_paths: set[Path_], chunk_size: int, flatten_bbox: bool
+) -> Iterator[pa.RecordBatch]:
+    """Convert chunk by chunk with the all-items schema, so every batch has the same columns."""
+    for chunk in _chunks(ndjson_path, chunk_size):
+        items = [item for _, item in chunk]
+        if flatten_bbox:
+            for item in items:
+                _flatten_bbox(item)
+        for at in json_paths:
+            for item in items:
+                _transform_at(item, at, _encode)
+        try:
+            yield stac_items_to_arrow(items, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as err:
+            raise ItemsError(
+                f"{ndjson_path}: lines {chunk[0][0]}-{chunk[-1][0]}: conversion to STAC GeoParquet failed "
+                f"({err}); fix or drop the offending item (the file must not change during conversion)"
+            ) from err
+
+
+def _conformed(batches: Iterator[pa.RecordBatch]) -> pa.RecordBatchReader:
+    """A reader whose batches all share the first batch's schema (the conversion is deterministic)."""
+    first = next(batches)
+
+    def rest() -> Iterator[pa.RecordBatch]:
+        yield first
+        for batch in batches:
+            yield batch if batch.schema.equals(first.schema) else batch.cast(first.schema)
+
+    return pa.RecordBatchReader.from_batches(first.schema, rest())
+
+
+def _write_parquet(reader: pa.RecordBatchReader, path: Path, json_paths: set[Path_]) -> None:
+    """``stac_geoparquet.arrow.to_parquet``, plus our ``json_paths`` key in the schema metadata.
+
+    stac-geoparquet's writer replaces the schema metadata, so we use its metadata builder with our own
+    ``ParquetWriter`` (same empty-struct handling: all-``{}`` ``assets`` is dropped, restored on read).
+    """
+    empty = [f.name for f in reader.schema if pa.types.is_struct(f.type) and f.type.num_fields == 0]
+    schema = pa.schema(f for f in reader.schema if f.name not in empty)
+    meta = create_parquet_metadata(schema, schema_version=DEFAULT_PARQUET_SCHEMA_VERSION)
+    meta[JSON_PATHS_KEY] = json.dumps(sorted(list(p) for p in json_paths)).encode()
+    schema = schema.with_metadata(meta)
+    with pq.ParquetWriter(str(path), schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch.drop_columns(empty).replace_schema_metadata(meta))
+
+
+def _atomic_write(out_path: Path, write: Any) -> None:
+    """Run ``write(tmp_path)`` then ``os.replace``; on any failure no temp file and no ``out_path`` change."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(out_path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def ndjson_to_geoparquet(ndjson_path: Path, out_path: Path, *, chunk_size: int = 8192) -> ItemsSummary:
+    """Convert NDJSON STAC items into one STAC GeoParquet file, atomically, in two bounded passes.
+
+    Pass 1 infers the schema over all items and gathers the summary counts; pass 2 converts
+    ``chunk_size`` items at a time and streams them to the writer. Raises :class:`ItemsError` naming the
+    file and line for a malformed line, and for an empty input (a package without items is a mistake).
+    """
+    ndjson_path, out_path = Path(ndjson_path), Path(out_path)
+    builder = _SchemaBuilder()
+    collections: Counter[str] = Counter()
+    asset_keys: set[str] = set()
+    bbox_dims: set[int] = set()
+    n_items = n_assets = 0
+    for chunk in _chunks(ndjson_path, chunk_size):
+        builder.add(chunk, ndjson_path)
+        for _, item in chunk:
+            n_items += 1
+            collections[str(item.get("collection"))] += 1
+            asset_keys.update(item["assets"])
+            n_assets += len(item["assets"])
+            bbox_dims.add(len(item["bbox"]))
+    if n_items == 0:
+        raise ItemsError(f"{ndjson_path} holds no items; check the search returned something")
+    schema = builder.finish()
+    json_paths = builder.json_paths
+
+    def write(tmp: Path) -> None:
+        reader = _conformed(_arrow_batches(ndjson_path, schema, json_paths, chunk_size, len(bbox_dims) > 1))
+        _write_parquet(reader, tmp, json_paths)
+
+    _atomic_write(out_path, write)
+    return ItemsSummary(
+        items=n_items,
+        collections=dict(sorted(collections.items())),
+        asset_keys=sorted(asset_keys),
+        assets=n_assets,
+        bytes=out_path.stat().st_size,
+        columns=pq.read_schema(out_path).names,
+        json_encoded_fields=sorted(".".join(p) for p in json_paths),
+        bbox_z_dropped=len(bbox_dims) > 1,
+        dropped_properties=_colliding_properties(schema),
+    )
+
+
+def _colliding_properties(schema: pa.Schema) -> list[str]:
+    """Property names that are also top-level columns: stac-geoparquet keeps the top-level one only."""
+    props = schema.field("properties").type
+    return sorted({f.name for f in props} & set(schema.names))
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading back
+
+
+def _drop_absent(value: Any, *, keep_datetime: bool = False) -> Any:
+    """Drop keys whose value is None: the union schema invents them for items that never had them."""
+    if isinstance(value, dict):
+        return {
+            k: _drop_absent(v)
+            for k, v in value.items()
+            if v is not None or (keep_datetime and k == "datetime")
+        }
+    if isinstance(value, list):
+        return [_drop_absent(v) for v in value]
+    return value
+
+
+def _restore(item: dict[str, Any], json_paths: list[Path_]) -> dict[str, Any]:
+    for at in json_paths:
+        _transform_at(item, at, _decode)
+    props = item.get("properties")
+    item = _drop_absent(item)
+    if isinstance(props, dict):
+        item["properties"] = _drop_absent(props, keep_datetime=True)
+    item.setdefault("type", "Feature")
+    return item
+
+
+def _geojson(wkb: pa.Array) -> list[dict[str, Any] | None]:
+    """WKB -> GeoJSON dicts, None where the item had no such geometry."""
+    out: list[dict[str, Any] | None] = []
+    for g in shapely.from_wkb(wkb):
+        if g is None:
+            out.append(None)
+            continue
+        gj = dict(g.__geo_interface__)
+        gj["coordinates"] = convert_tuples_to_lists(gj["coordinates"])
+        out.append(gj)
+    return out
+
+
+def _without_field(arr: pa.StructArray, name: str) -> pa.StructArray:
+    keep = [i for i, f in enumerate(arr.type) if f.name != name]
+    children = arr.flatten()
+    return pa.StructArray.from_arrays(
+        [children[i] for i in keep], fields=[arr.type.field(i) for i in keep], mask=arr.is_null()
+    )
+
+
+def _pop_proj_geometries(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[tuple[Path_, list]]]:
+    """Take ``proj:geometry`` columns out before stac-geoparquet reads the batch.
+
+    stac-geoparquet 0.8.3 crashes (``NoneType.__geo_interface__``) when only some items or assets carry a
+    ``proj:geometry``, which is normal for mixed collections; we decode them ourselves, None-tolerant.
+    """
+    extras: list[tuple[Path_, list]] = []
+    if "proj:geometry" in batch.schema.names:
+        extras.append((("properties", "proj:geometry"), _geojson(batch["proj:geometry"])))
+        batch = batch.drop_columns(["proj:geometry"])
+    if "assets" not in batch.schema.names or not pa.types.is_struct(batch.schema.field("assets").type):
+        return batch, extras
+    assets: pa.StructArray = batch["assets"]
+    children = assets.flatten()
+    changed = False
+    for i, f in enumerate(assets.type):
+        if pa.types.is_struct(f.type) and f.type.get_field_index("proj:geometry") >= 0:
+            child = children[i]
+            extras.append((("assets", f.name, "proj:geometry"), _geojson(child.field("proj:geometry"))))
+            children[i] = _without_field(child, "proj:geometry")
+            changed = True
+    if changed:
+        fields = [pa.field(f.name, c.type) for f, c in zip(assets.type, children, strict=True)]
+        new = pa.StructArray.from_arrays(children, fields=fields, mask=assets.is_null())
+        batch = batch.set_column(batch.schema.get_field_index("assets"), "assets", new)
+    return batch, extras
+
+
+def _put_back(item: dict[str, Any], extras: list[tuple[Path_, list]], row: int) -> None:
+    for (*parents, leaf), values in extras:
+        if values[row] is None:
+            continue
+        target: Any = item
+        for key in parents:
+            target = target.get(key) if isinstance(target, dict) else None
+        if isinstance(target, dict):
+            target[leaf] = values[row]
+
+
+def iter_items(parquet_path: Path, batch_size: int = 1000) -> Iterator[dict]:
+    """Yield the items of a STAC GeoParquet file as STAC dicts, ``batch_size`` rows in memory at a time.
+
+    Works on any stac-geoparquet file; fields this module stored as JSON text are decoded back.
+    """
+    pf = pq.ParquetFile(parquet_path)
+    meta = pf.schema_arrow.metadata or {}
+    json_paths = [tuple(p) for p in json.loads(meta.get(JSON_PATHS_KEY, b"[]"))]
+    for batch in pf.iter_batches(batch_size=batch_size):
+        batch, extras = _pop_proj_geometries(batch)
+        for row, item in enumerate(stac_table_to_items(pa.Table.from_batches([batch]))):
+            _put_back(item, extras, row)
+            yield _restore(item, json_paths)
