@@ -1,0 +1,266 @@
+"""The asset chain: search results -> items.parquet -> assets.lock.parquet -> relocated assets -> validation report.
+
+Each asset reads the previous one's file from the package store, calls the engine, publishes its own
+file(s) atomically and reports what a person running the platform wants to see. No asset holds data
+in memory for the next: every step can run in its own process or pod.
+"""
+
+
+import json
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from packager.items import iter_items, ndjson_to_geoparquet
+from packager.lock import AssetFilter, build_lock, write_failures
+from packager.package import LAYOUT
+from packager.relocate import RelocationSettings, relocate
+from packager.validate import validate
+from pipelines.metadata import failures_table, mib, rate, records_table
+from resources import PackageResource, RewriteResource, SearchSpec, StacApiResource, StorageResource
+
+GROUP = "stac_package"
+PARQUET = "application/vnd.apache.parquet"
+MiB = 1 << 20
+
+
+def _partition(context: dg.AssetExecutionContext) -> str | None:
+    return context.partition_key if context.has_partition_key else None
+
+
+def _path_metadata(href: str) -> dg.MetadataValue:
+    return dg.MetadataValue.path(href[len("file://"):]) if href.startswith("file://") else dg.MetadataValue.url(href)
+
+
+@dg.asset(group_name=GROUP, kinds={"stac"},
+          description="Items returned by a STAC API search, as NDJSON, with the exact request recorded.")
+def search_results(context: dg.AssetExecutionContext, config: SearchSpec, stac_api: StacApiResource,
+                   package: PackageResource, storage: StorageResource, rewrite: RewriteResource) -> dg.MaterializeResult:
+    registry = storage.registry(rewrite)
+    root = package.root(registry, _partition(context))
+    request = stac_api.request(config, **_partition_window(context))
+    with package.scratch() as scratch:
+        summary = stac_api.search(request, scratch / "items.ndjson")
+        record = {**summary.request, "returned": summary.returned, "matched": summary.matched,
+                  "duplicates_dropped": summary.duplicates_dropped, "pages": summary.pages}
+        (scratch / "request.json").write_text(json.dumps(record, indent=2))
+        items_href = package.publish(scratch / "items.ndjson", root, LAYOUT.search_items, registry,
+                                     "application/x-ndjson")
+        package.publish(scratch / "request.json", root, LAYOUT.search_request, registry, "application/json")
+    context.log.info(f"search returned {summary.returned} items in {summary.pages} page(s)")
+    return dg.MaterializeResult(metadata={
+        "request": dg.MetadataValue.json(summary.request),
+        "returned": summary.returned,
+        "matched": summary.matched if summary.matched is not None else -1,
+        "pages": summary.pages,
+        "duplicates_dropped": summary.duplicates_dropped,
+        "retries": summary.retries,
+        "seconds": summary.seconds,
+        "path": _path_metadata(items_href),
+        "dagster/row_count": summary.returned,
+    })
+
+
+def _partition_window(context: dg.AssetExecutionContext) -> dict:
+    """A time-window partition restricts the search to its acquisition window."""
+    if not context.has_partition_key or not isinstance(context.assets_def.partitions_def,
+                                                       dg.TimeWindowPartitionsDefinition):
+        return {}
+    window = context.partition_time_window
+    return {"datetime": f"{window.start.isoformat()}/{window.end.isoformat()}"}
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[search_results],
+          description="The searched items as conformant STAC GeoParquet (stac-geoparquet).")
+def items_parquet(context: dg.AssetExecutionContext, package: PackageResource, storage: StorageResource,
+                  rewrite: RewriteResource) -> dg.MaterializeResult:
+    registry = storage.registry(rewrite)
+    root = package.root(registry, _partition(context))
+    with package.scratch() as scratch:
+        ndjson = package.fetch(root, LAYOUT.search_items, registry, scratch)
+        summary = ndjson_to_geoparquet(ndjson, scratch / "items.parquet")
+        href = package.publish(scratch / "items.parquet", root, LAYOUT.items, registry, PARQUET)
+    return dg.MaterializeResult(metadata={
+        "items": summary.items,
+        "assets": summary.assets,
+        "collections": dg.MetadataValue.json(summary.collections),
+        "asset_keys": dg.MetadataValue.json(summary.asset_keys),
+        "file_mib": mib(summary.bytes),
+        "path": _path_metadata(href),
+        "dagster/row_count": summary.items,
+    })
+
+
+class LockConfig(dg.Config):
+    """Per-run overrides of the deployment's lock policy."""
+
+    checksum: bool | None = Field(default=None, description="Read every object to record its sha256.")
+    concurrency: int | None = Field(default=None, description="HEAD requests in flight.")
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[items_parquet],
+          check_specs=[dg.AssetCheckSpec("lock_complete", asset="assets_lock",
+                                         description="Every asset listed in items.parquet is locked.")],
+          description="assets.lock.parquet: one row per asset with the live object's size, ETag, last modified "
+                      "(and sha256 when asked); readable by stacpkg.")
+def assets_lock(context: dg.AssetExecutionContext, config: LockConfig, package: PackageResource,
+                storage: StorageResource, rewrite: RewriteResource) -> dg.MaterializeResult:
+    registry = storage.registry(rewrite)
+    root = package.root(registry, _partition(context))
+    checksum = package.checksum if config.checksum is None else config.checksum
+    with package.scratch() as scratch:
+        items = package.fetch(root, LAYOUT.items, registry, scratch)
+        summary = build_lock(iter_items(items), registry, scratch / "lock.parquet", checksum=checksum,
+                             concurrency=config.concurrency or package.lock_concurrency,
+                             assets=AssetFilter(package.include_asset_keys, package.exclude_asset_keys))
+        write_failures(scratch / "failures.parquet", summary.failures)
+        package.publish(scratch / "failures.parquet", root, LAYOUT.lock_failures, registry, PARQUET)
+        if summary.failures:
+            raise dg.Failure(
+                description=f"{len(summary.failures)} asset(s) could not be locked; the lock was not written. "
+                            f"First: {summary.failures[0].error}",
+                metadata={"failures": failures_table(summary.failures), "failed": len(summary.failures),
+                          "locked": summary.rows})
+        href = package.publish(scratch / "lock.parquet", root, LAYOUT.lock, registry, PARQUET)
+    yield dg.MaterializeResult(metadata={
+        "rows": summary.rows,
+        "total_mib": mib(summary.bytes),
+        "checksums": summary.checksums,
+        "stores": summary.stores,
+        "seconds": round(summary.seconds, 3),
+        "heads_per_second": rate(summary.rows, summary.seconds),
+        "path": _path_metadata(href),
+        "dagster/row_count": summary.rows,
+    })
+    yield dg.AssetCheckResult(check_name="lock_complete", passed=not summary.failures,
+                              metadata={"locked": summary.rows, "failed": len(summary.failures)})
+
+
+class RelocationConfig(dg.Config):
+    """Per-run overrides of the deployment's relocation policy."""
+
+    key_template: str | None = Field(default=None, description="e.g. '{collection}/{item_id}/{asset_key}{ext}'.")
+    concurrency: int | None = None
+    memory_limit_mib: int | None = None
+    verify: str | None = Field(default=None, description="'checksum' (read back) or 'size'.")
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[assets_lock],
+          check_specs=[dg.AssetCheckSpec("relocation_complete", asset="relocated_assets",
+                                         description="Every locked asset was copied and verified.")],
+          description="Every locked object copied to the relocation target, verified; a new lock for the copies "
+                      "and items enriched with alternate hrefs and file:size / file:checksum.")
+def relocated_assets(context: dg.AssetExecutionContext, config: RelocationConfig, package: PackageResource,
+                     storage: StorageResource, rewrite: RewriteResource):
+    registry = storage.registry(rewrite)
+    partition = _partition(context)
+    root, target = package.root(registry, partition), package.target(registry, partition)
+    verify = config.verify or package.verify
+    if verify not in ("checksum", "size"):
+        raise dg.Failure(f"relocation verify {verify!r} is unknown: use 'checksum' or 'size'")
+    settings = RelocationSettings(
+        concurrency=config.concurrency or package.relocation_concurrency,
+        memory_limit=(config.memory_limit_mib or package.memory_limit_mib) * MiB,
+        chunk_size=package.chunk_size_mib * MiB, put_concurrency=package.put_concurrency, verify=verify,
+        key_template=config.key_template or package.key_template)
+    with package.scratch() as scratch:
+        lock = package.fetch(root, LAYOUT.lock, registry, scratch / "in")
+        summary = relocate(lock, target, registry, scratch / "relocated.parquet", scratch / "failures.parquet",
+                           settings)
+        package.publish(scratch / "failures.parquet", root, LAYOUT.relocation_failures, registry, PARQUET)
+        lock_href = package.publish(scratch / "relocated.parquet", root, LAYOUT.relocated_lock, registry, PARQUET)
+        items_href = _publish_enriched_items(package, root, registry, scratch, scratch / "relocated.parquet")
+    metadata = {
+        "copied": summary.copied,
+        "already_present": summary.present,
+        "server_side_copies": summary.server_side,
+        "failed": len(summary.failures),
+        "copied_mib": mib(summary.bytes_copied),
+        "total_mib": mib(summary.bytes_total),
+        "throughput_mib_per_s": round(summary.throughput / MiB, 2),
+        "retries": summary.retries,
+        "peak_reserved_mib": mib(summary.peak_reserved_bytes),
+        "memory_limit_mib": mib(settings.memory_limit),
+        "seconds": round(summary.seconds, 3),
+        "target": dg.MetadataValue.text(target.href()),
+        "lock": _path_metadata(lock_href),
+        "items": _path_metadata(items_href),
+        "dagster/row_count": summary.rows - len(summary.failures),
+    }
+    if summary.failures:
+        raise dg.Failure(
+            description=f"{len(summary.failures)} of {summary.rows} asset(s) failed to relocate; they are in "
+                        f"{LAYOUT.relocation_failures}, not in the new lock. First: {summary.failures[0].error}",
+            metadata={**metadata, "failures": failures_table(summary.failures)})
+    yield dg.MaterializeResult(metadata=metadata)
+    yield dg.AssetCheckResult(check_name="relocation_complete", passed=True,
+                              metadata={"relocated": summary.rows, "failed": 0})
+
+
+def _publish_enriched_items(package: PackageResource, root, registry, scratch: Path, relocated_lock: Path) -> str:
+    from packager.enrich import enrich_items, relocated_index
+
+    items = package.fetch(root, LAYOUT.items, registry, scratch / "items")
+    index = relocated_index(relocated_lock)
+    ndjson = scratch / "enriched.ndjson"
+    with open(ndjson, "w") as out:
+        for item in enrich_items(iter_items(items), index, alternate_name=package.alternate_name):
+            out.write(json.dumps(item) + "\n")
+    ndjson_to_geoparquet(ndjson, scratch / "enriched.parquet")
+    return package.publish(scratch / "enriched.parquet", root, LAYOUT.relocated_items, registry, PARQUET)
+
+
+class ValidationConfig(dg.Config):
+    deep: bool | None = Field(default=None, description="Re-read every object and compare sha256.")
+    lock: str = Field(default="relocated", description="'relocated' (the copies) or 'source' (the originals).")
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[relocated_assets],
+          check_specs=[dg.AssetCheckSpec("validation_clean", asset="validation_report",
+                                         description="Every locked object matches its lock (no drift).")],
+          description="The relocated lock checked against the live objects: a report parquet, one row per asset.")
+def validation_report(context: dg.AssetExecutionContext, config: ValidationConfig, package: PackageResource,
+                      storage: StorageResource, rewrite: RewriteResource):
+    registry = storage.registry(rewrite)
+    root = package.root(registry, _partition(context))
+    lock_path = {"relocated": LAYOUT.relocated_lock, "source": LAYOUT.lock}.get(config.lock)
+    if lock_path is None:
+        raise dg.Failure(f"validation lock {config.lock!r} is unknown: use 'relocated' or 'source'")
+    deep = package.deep_validation if config.deep is None else config.deep
+    with package.scratch() as scratch:
+        lock = package.fetch(root, lock_path, registry, scratch / "in")
+        summary = validate(lock, registry, scratch / "report.parquet", deep=deep,
+                           concurrency=package.lock_concurrency)
+        href = package.publish(scratch / "report.parquet", root, LAYOUT.validation_report, registry, PARQUET)
+    counts = summary.counts
+    markdown = "\n".join([
+        f"**{'Clean' if summary.clean else 'Drift found'}**: {counts['ok']} of {summary.rows} objects match "
+        f"their lock ({'deep: sha256 re-read' if deep else 'quick: size, ETag, last modified'}).",
+        "",
+        "| status | objects |", "|---|---|",
+        *[f"| {status} | {n} |" for status, n in counts.items()],
+        "",
+        f"Checked {mib(summary.bytes_checked)} MiB, read {mib(summary.bytes_read)} MiB in {summary.seconds:.2f} s.",
+    ])
+    metadata = {
+        "summary": dg.MetadataValue.md(markdown),
+        **{f"{status}": n for status, n in counts.items()},
+        "deep": deep,
+        "checked_mib": mib(summary.bytes_checked),
+        "seconds": round(summary.seconds, 3),
+        "report": _path_metadata(href),
+        "lock": dg.MetadataValue.text(config.lock),
+        "dagster/row_count": summary.rows,
+    }
+    if summary.first_failures:
+        metadata["first_failures"] = records_table(summary.first_failures)
+    yield dg.MaterializeResult(metadata=metadata)
+    yield dg.AssetCheckResult(
+        check_name="validation_clean", passed=summary.clean, severity=dg.AssetCheckSeverity.ERROR,
+        description=None if summary.clean else f"{summary.drifted} of {summary.rows} objects drifted",
+        metadata={"drifted": summary.drifted, "rows": summary.rows,
+                  **({"first_failures": records_table(summary.first_failures)} if summary.first_failures else {})})
+
+
+CHAIN = [search_results, items_parquet, assets_lock, relocated_assets, validation_report]

@@ -1,0 +1,172 @@
+"""Deployment settings: one YAML file (or embedded defaults) that becomes the Dagster resources.
+
+The file is named by ``STAC_PACKAGER_CONFIG``; the Helm chart mounts it from a ConfigMap. Secrets are
+never values in it: they are ``{env: NAME}`` references, turned into ``dg.EnvVar("NAME")`` so
+Dagster resolves them at run time and shows only the variable's name in the UI.
+
+```yaml
+stac_api: {url: https://earth-search.aws.element84.com/v1, headers: {Authorization: {env: STAC_TOKEN}}}
+search: {collections: [sentinel-2-l2a], bbox: [11.0, 46.0, 11.5, 46.5], datetime: "2024-06-01/2024-06-03"}
+package: {url: s3://my-bucket/packages/alps, checksum: true, exclude_asset_keys: [rendered_preview]}
+relocation: {target: s3://my-bucket/assets, key_template: "{collection}/{item_id}/{asset_key}{ext}"}
+validation: {deep: false}
+storage:
+  profiles:
+    - {name: mine, url: s3://my-bucket, region: eu-central-1,
+       access_key_id: {env: MY_KEY_ID}, secret_access_key: {env: MY_SECRET}}
+rewrite:
+  rules: [{prefix: "https://sentinel-cogs.s3.us-west-2.amazonaws.com/", replacement: "s3://sentinel-cogs/"}]
+  buckets: [{bucket: sentinel-cogs, region: us-west-2, skip_signature: true}]
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from packager.errors import ConfigError
+from resources import (
+    BucketOverrideConfig,
+    PackageResource,
+    RewriteResource,
+    RewriteRuleConfig,
+    SearchSpec,
+    StacApiResource,
+    StorageProfileConfig,
+    StorageResource,
+)
+
+CONFIG_ENV = "STAC_PACKAGER_CONFIG"
+DEFAULT_STAC_API = "https://earth-search.aws.element84.com/v1"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StacApiSettings(_Section):
+    url: str = DEFAULT_STAC_API
+    headers: dict[str, Any] = Field(default_factory=dict)
+    max_retries: int = 5
+
+
+class PackageSettings(_Section):
+    url: str = "package"
+    checksum: bool = False
+    include_asset_keys: list[str] | None = None
+    exclude_asset_keys: list[str] = Field(default_factory=list)
+    lock_concurrency: int = 32
+    workdir: str | None = None
+
+
+class RelocationSettingsFile(_Section):
+    target: str = "relocated"
+    key_template: str | None = None
+    alternate_name: str = "mirror"
+    concurrency: int = 16
+    memory_limit_mib: int = 256
+    chunk_size_mib: int = 8
+    put_concurrency: int = 4
+    verify: str = "checksum"
+
+
+class ValidationSettings(_Section):
+    deep: bool = False
+
+
+class StorageSettings(_Section):
+    profiles: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RewriteSettings(_Section):
+    rules: list[dict[str, Any]] = Field(default_factory=list)
+    buckets: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Settings(_Section):
+    """The whole settings file; every section is optional and has a working default."""
+
+    stac_api: StacApiSettings = Field(default_factory=StacApiSettings)
+    search: dict[str, Any] = Field(default_factory=lambda: {"limit": 100, "max_items": 100})
+    package: PackageSettings = Field(default_factory=PackageSettings)
+    relocation: RelocationSettingsFile = Field(default_factory=RelocationSettingsFile)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
+
+
+def load_settings(path: str | os.PathLike | None = None) -> Settings:
+    """Settings from ``path``, else from the file named by ``STAC_PACKAGER_CONFIG``, else the defaults."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        return Settings()
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"settings file {path} does not exist (from {CONFIG_ENV}); fix the path or unset it") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"settings file {path} is not valid YAML: {exc}") from None
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"settings file {path}: {problems}") from None
+
+
+def _env_refs(value: Any) -> Any:
+    """``{env: NAME}`` -> ``dg.EnvVar("NAME")``, recursively; anything else unchanged."""
+    if isinstance(value, dict):
+        if set(value) == {"env"}:
+            return dg.EnvVar(str(value["env"]))
+        return {k: _env_refs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_env_refs(v) for v in value]
+    return value
+
+
+def _search_spec(search: dict[str, Any]) -> SearchSpec:
+    values = dict(search)
+    for name in ("intersects", "query"):
+        if isinstance(values.get(name), dict):
+            values[name] = json.dumps(values[name])
+    if isinstance(values.get("filter"), dict):
+        values["filter"] = json.dumps(values["filter"])
+    return SearchSpec(**values)
+
+
+def _absolute(url_or_path: str) -> str:
+    return url_or_path if "://" in url_or_path else os.path.abspath(url_or_path)
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The resources every asset of the chain takes, built from one settings value."""
+    relocation = settings.relocation
+    package_kwargs: dict[str, Any] = {
+        "url": _absolute(settings.package.url), "relocation_target": _absolute(relocation.target),
+        "alternate_name": relocation.alternate_name, "checksum": settings.package.checksum,
+        "include_asset_keys": settings.package.include_asset_keys,
+        "exclude_asset_keys": settings.package.exclude_asset_keys,
+        "lock_concurrency": settings.package.lock_concurrency, "relocation_concurrency": relocation.concurrency,
+        "memory_limit_mib": relocation.memory_limit_mib, "chunk_size_mib": relocation.chunk_size_mib,
+        "put_concurrency": relocation.put_concurrency, "verify": relocation.verify,
+        "deep_validation": settings.validation.deep, "workdir": settings.package.workdir,
+    }
+    if relocation.key_template:
+        package_kwargs["key_template"] = relocation.key_template
+    return {
+        "stac_api": StacApiResource(url=settings.stac_api.url, headers=_env_refs(settings.stac_api.headers),
+                                    max_retries=settings.stac_api.max_retries,
+                                    default_search=_search_spec(settings.search)),
+        "package": PackageResource(**package_kwargs),
+        "storage": StorageResource(profiles=[StorageProfileConfig(**_env_refs(p))
+                                             for p in settings.storage.profiles]),
+        "rewrite": RewriteResource(rules=[RewriteRuleConfig(**r) for r in settings.rewrite.rules],
+                                   buckets=[BucketOverrideConfig(**b) for b in settings.rewrite.buckets]),
+    }

@@ -1,0 +1,78 @@
+"""Storage profiles and rewrite rules as Dagster resources, handing the engine a :class:`StoreRegistry`."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from packager.profiles import StorageProfile
+from packager.rewrite import BucketOverride, RewriteRule, RewriteRules
+from packager.stores import StoreRegistry
+
+
+class StorageProfileConfig(dg.Config):
+    """A named store setting; give secrets as ``EnvVar("NAME")`` so they never sit in run config."""
+
+    name: str
+    url: str = Field(description="Prefix this profile serves: 's3://bucket', 'https://host', 'file:///data'.")
+    endpoint: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    skip_signature: bool = False
+    request_payer: bool = False
+    virtual_hosted_style_request: bool = False
+    server_side_encryption: str | None = None
+    allow_http: bool | None = None
+    timeout: str = "120s"
+    max_retries: int = 6
+    concurrency: int | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+
+    def to_engine(self) -> StorageProfile:
+        return StorageProfile(**self.model_dump())
+
+
+class RewriteRuleConfig(dg.Config):
+    prefix: str
+    replacement: str
+    collections: list[str] | None = None
+
+
+class BucketOverrideConfig(dg.Config):
+    bucket: str
+    region: str | None = None
+    endpoint: str | None = None
+    requester_pays: bool = False
+    skip_signature: bool = False
+
+
+class RewriteResource(dg.ConfigurableResource):
+    """Ordered prefix rules (https CDN prefix -> s3://bucket/...) and per-bucket S3 overrides."""
+
+    rules: list[RewriteRuleConfig] = Field(default_factory=list)
+    buckets: list[BucketOverrideConfig] = Field(default_factory=list)
+
+    def to_engine(self) -> RewriteRules:
+        return RewriteRules(rules=[RewriteRule(**r.model_dump()) for r in self.rules],
+                            buckets=[BucketOverride(**b.model_dump()) for b in self.buckets])
+
+
+class StorageResource(dg.ConfigurableResource):
+    """The storage profiles of this deployment; one registry (and one client per store) per step."""
+
+    profiles: list[StorageProfileConfig] = Field(default_factory=list)
+    _registry: StoreRegistry | None = PrivateAttr(default=None)
+
+    def registry(self, rewrite: RewriteResource | None = None) -> StoreRegistry:
+        if self._registry is None:
+            self._registry = StoreRegistry([p.to_engine() for p in self.profiles],
+                                           rewrite.to_engine() if rewrite else RewriteRules())
+        return self._registry
+
+    @cached_property
+    def profile_names(self) -> list[str]:
+        return [p.name for p in self.profiles]

@@ -1,0 +1,159 @@
+"""The whole chain through Dagster with real resources: pgstac search, objects on S3, relocation, validation.
+
+Real Planetary Computer Sentinel-2 items are searched from stac-fastapi-pgstac. Their assets keep their
+published https hrefs; a rewrite rule maps that CDN prefix to an S3 bucket holding stand-in bytes, so the
+lock reads S3 through the rule. The package itself lives on S3; relocation goes S3 -> S3, then S3 -> local.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from devservers.stacdata import ITEMS_FILE, read_ndjson
+from packager.locations import parse_href
+from packager.rewrite import RewriteRule, RewriteRules
+from pipelines.assets import CHAIN, validation_report
+from pipelines.settings import Settings, build_resources
+
+pytestmark = pytest.mark.integration
+
+CDN = "https://sentinel2l2a01.blob.core.windows.net/"
+EXCLUDED = ["rendered_preview", "tilejson"]
+
+
+def _pc_items(n: int) -> list[dict]:
+    items = [i for i in read_ndjson(ITEMS_FILE) if i.get("collection") == "sentinel-2-l2a"
+             and all(a["href"].startswith(CDN) for k, a in i["assets"].items() if k not in EXCLUDED)]
+    return items[:n]
+
+
+def _standin(href: str) -> bytes:
+    """Deterministic bytes of a size derived from the href (1-5 KiB)."""
+    seed = hashlib.sha256(href.encode()).digest()
+    size = 1024 + int.from_bytes(seed[:2], "big") % 4096
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+@pytest.fixture
+def chain_env(s3_endpoint, s3_client, s3_bucket_factory, stac_api_url, tmp_path, monkeypatch):
+    """Buckets with stand-ins for 3 real S2 items' assets, and the settings of the whole chain."""
+    source, package, mirror = s3_bucket_factory(), s3_bucket_factory(), s3_bucket_factory()
+    items = _pc_items(3)
+    rules = RewriteRules(rules=[RewriteRule(prefix=CDN, replacement=f"s3://{source}/sentinel2l2a01/")])
+    expected = {}
+    for item in items:
+        for key, asset in item["assets"].items():
+            if key in EXCLUDED:
+                continue
+            location = parse_href(rules.rewrite(asset["href"]))
+            body = _standin(asset["href"])
+            s3_client.put_object(Bucket=location.container, Key=location.key, Body=body)
+            expected[(item["id"], key)] = body
+    monkeypatch.setenv("TEST_CHAIN_KEY_ID", s3_endpoint.access_key_id)
+    monkeypatch.setenv("TEST_CHAIN_SECRET", s3_endpoint.secret_access_key)
+    profiles = [{"name": name, "url": f"s3://{bucket}", "endpoint": s3_endpoint.endpoint,
+                 "region": s3_endpoint.region, "access_key_id": {"env": "TEST_CHAIN_KEY_ID"},
+                 "secret_access_key": {"env": "TEST_CHAIN_SECRET"}}
+                for name, bucket in (("source", source), ("package", package), ("mirror", mirror))]
+    settings = Settings.model_validate({
+        "stac_api": {"url": stac_api_url},
+        "search": {"collections": ["sentinel-2-l2a"], "ids": [i["id"] for i in items], "limit": 2},
+        "package": {"url": f"s3://{package}/packages/alps", "checksum": True, "exclude_asset_keys": EXCLUDED,
+                    "workdir": str(tmp_path / "work")},
+        "relocation": {"target": f"s3://{mirror}/assets", "memory_limit_mib": 64},
+        "validation": {"deep": False},
+        "storage": {"profiles": profiles},
+        "rewrite": {"rules": [r.model_dump() for r in rules.rules]},
+    })
+    return {"settings": settings, "items": items, "expected": expected, "source": source, "package": package,
+            "mirror": mirror}
+
+
+def _read_parquet(s3_client, bucket: str, key: str):
+    return pq.read_table(io.BytesIO(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+
+
+def _meta(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
+
+
+def test_chain_s3_to_s3_then_local_with_deep_validation(chain_env, s3_client, tmp_path):
+    settings, expected = chain_env["settings"], chain_env["expected"]
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(CHAIN, resources=build_resources(settings), instance=instance)
+    assert result.success
+
+    assert _meta(result, "search_results")["returned"] == 3
+    assert _meta(result, "items_parquet")["items"] == 3
+    lock_meta = _meta(result, "assets_lock")
+    assert lock_meta["rows"] == len(expected)
+    assert lock_meta["checksums"] == len(expected)
+    relocated = _meta(result, "relocated_assets")
+    assert (relocated["copied"], relocated["already_present"], relocated["failed"]) == (len(expected), 0, 0)
+    assert _meta(result, "validation_report")["ok"] == len(expected)
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+
+    # The lock on S3 is the package's: rows locate the source bucket through the rewrite rule, the href is
+    # the published one, the checksum is the sha256 of the bytes.
+    lock = _read_parquet(s3_client, chain_env["package"], "packages/alps/assets.lock.parquet").to_pylist()
+    row = next(r for r in lock if r["asset_key"] == "B02")
+    body = expected[(row["item_id"], "B02")]
+    assert row["store_type"] == "s3" and row["store_container"] == chain_env["source"]
+    assert row["href"].startswith(CDN) and row["size_bytes"] == len(body)
+    assert row["checksum"] == "1220" + hashlib.sha256(body).hexdigest()
+
+    # Every relocated object is byte-identical at the key the template gives.
+    new_lock = _read_parquet(s3_client, chain_env["package"], "packages/alps/relocated/assets.lock.parquet")
+    for rec in new_lock.to_pylist():
+        assert rec["key"] == f"assets/sentinel-2-l2a/{rec['item_id']}/{rec['asset_key']}" + Path(rec["key"]).suffix
+        copy = s3_client.get_object(Bucket=chain_env["mirror"], Key=rec["key"])["Body"].read()
+        assert copy == expected[(rec["item_id"], rec["asset_key"])]
+
+    # Items are enriched with the alternate href and file info of the copies.
+    enriched = _read_parquet(s3_client, chain_env["package"], "packages/alps/relocated/items.parquet")
+    assets = json.loads(json.dumps(enriched.column("assets").to_pylist()[0], default=str))
+    b02 = assets["B02"]
+    assert b02["alternate"]["mirror"]["href"].startswith(f"s3://{chain_env['mirror']}/assets/")
+    assert b02["file:checksum"].startswith("1220") and b02["file:size"] > 0
+
+    # A re-run resumes: nothing is copied again, and the first run's lock still validates.
+    again = dg.materialize(CHAIN[3:], resources=build_resources(settings), instance=instance)
+    assert _meta(again, "relocated_assets")["copied"] == 0
+    assert _meta(again, "relocated_assets")["already_present"] == len(expected)
+    assert _meta(again, "validation_report")["ok"] == len(expected)
+
+    # Same-size rewrite of one relocated object: deep validation flags exactly that one.
+    victim = new_lock.to_pylist()[5]
+    original = expected[(victim["item_id"], victim["asset_key"])]
+    s3_client.put_object(Bucket=chain_env["mirror"], Key=victim["key"], Body=bytes(reversed(original)))
+    deep = dg.materialize([validation_report], resources=build_resources(settings), instance=instance,
+                          run_config=dg.RunConfig(ops={"validation_report": {"config": {"deep": True}}}),
+                          raise_on_error=False)
+    check = deep.get_asset_check_evaluations()[0]
+    assert check.check_name == "validation_clean" and not check.passed
+    assert check.metadata["drifted"].value == 1
+    report = _read_parquet(s3_client, chain_env["package"], "packages/alps/validation/report.parquet").to_pylist()
+    bad = [r for r in report if r["status"] != "ok"]
+    assert [(r["item_id"], r["asset_key"]) for r in bad] == [(victim["item_id"], victim["asset_key"])]
+    assert "checksum" in bad[0]["mismatches"] and bad[0]["observed_size"] == len(original)
+
+
+def test_chain_relocates_s3_to_local(chain_env, tmp_path):
+    settings = chain_env["settings"].model_copy(deep=True)
+    settings.relocation.target = str(tmp_path / "mirror")
+    result = dg.materialize(CHAIN, resources=build_resources(settings), instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    copies = {p.relative_to(tmp_path / "mirror").as_posix(): p.read_bytes()
+              for p in (tmp_path / "mirror").rglob("*") if p.is_file()}
+    assert len(copies) == len(chain_env["expected"])
+    for (item_id, key), body in chain_env["expected"].items():
+        match = [v for k, v in copies.items() if k.startswith(f"sentinel-2-l2a/{item_id}/{key}")]
+        assert match == [body]
+    assert _meta(result, "validation_report")["ok"] == len(chain_env["expected"])
