@@ -102,7 +102,7 @@ def report(settings: Settings, outcome: dict, seconds: float, home: Path | None,
     console.print(f"[bold]Relocated copies[/bold] {settings.relocation.target}")
     console.print(f"[bold]Settings[/bold]         {config_path}")
     if home:
-        console.print(f"\nOpen the Dagster UI on these runs:  [bold]make ui[/bold]   (then http://127.0.0.1:3000)")
+        console.print("\nOpen the Dagster UI on these runs:  [bold]make ui[/bold]   (then http://127.0.0.1:3000)")
         console.print(f"  which runs: DAGSTER_HOME={home} {CONFIG_ENV}={config_path} "
                       f"dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000")
     console.print(f"\nWall time: {seconds:.1f} s")
