@@ -157,3 +157,37 @@ def test_chain_relocates_s3_to_local(chain_env, tmp_path):
         match = [v for k, v in copies.items() if k.startswith(f"sentinel-2-l2a/{item_id}/{key}")]
         assert match == [body]
     assert _meta(result, "validation_report")["ok"] == len(chain_env["expected"])
+
+
+def _event_log_text(instance: dg.DagsterInstance, run_id: str) -> str:
+    return "\n".join(repr(record) for record in instance.all_logs(run_id))
+
+
+def _bucket_bytes(s3_client, bucket: str) -> bytes:
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return b"".join(s3_client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys)
+
+
+def test_no_secret_reaches_event_log_metadata_or_package(chain_env, s3_endpoint, s3_client, monkeypatch, capfd):
+    """The S3 secret, and a wrong one that makes a run fail, appear nowhere a user or an attacker looks."""
+    secret = s3_endpoint.secret_access_key
+    instance = dg.DagsterInstance.ephemeral()
+    ok = dg.materialize(CHAIN, resources=build_resources(chain_env["settings"]), instance=instance)
+    assert ok.success
+
+    wrong = "Wr0ng-S3cret-do-not-leak-7f3a"
+    monkeypatch.setenv("TEST_CHAIN_SECRET", wrong)
+    failed = dg.materialize(CHAIN[2:3], resources=build_resources(chain_env["settings"]), instance=instance,
+                            raise_on_error=False)
+    assert not failed.success
+    failure = failed.get_step_failure_events()[0].step_failure_data.error
+    assert "access denied" in failure.to_string().lower()
+
+    captured = capfd.readouterr()
+    package = _bucket_bytes(s3_client, chain_env["package"])
+    for label, text in (("event log of the successful run", _event_log_text(instance, ok.run_id)),
+                        ("event log of the failed run", _event_log_text(instance, failed.run_id)),
+                        ("step error", failure.to_string()), ("stdout/stderr", captured.out + captured.err)):
+        assert secret not in text, label
+        assert wrong not in text, label
+    assert secret.encode() not in package and wrong.encode() not in package
