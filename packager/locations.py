@@ -47,6 +47,10 @@ SCHEME_ALIASES = {
 }
 
 OBJECT_STORE_KINDS = ("s3", "gs", "az")
+#: characters left as they are when a key is quoted into an href (RFC 3986 sub-delims, ':', '@', '/')
+_KEY_SAFE = "/:@!$&'()*+,;=~"
+#: schemes whose ``x@host`` is not a credential (Azure's ``container@account``); elsewhere userinfo is dropped
+_AT_IS_NOT_USERINFO = frozenset(("az", "abfs", "abfss", "azure", "adl"))
 SUPPORTED_KINDS = ("file", "s3", "gs", "az", "http", "https", "swift", "webdav+http", "webdav+https")
 
 
@@ -66,16 +70,20 @@ class Location:
     endpoint: str | None = None
 
     def href(self) -> str:
-        """The href this location stands for, with no query string and no credential."""
+        """The href this location stands for, with no signing query string and no credential."""
         if self.kind == "file":
             return "file://" + quote(self.key)
         if self.kind in ("http", "https"):
-            return f"{self.container}/{quote(self.key)}" if self.key else str(self.container)
+            if not self.key:
+                return str(self.container)
+            path, sep, query = self.key.partition("?")  # harmless params kept by parse_href stay a query
+            return f"{self.container}/{quote(path, safe=_KEY_SAFE)}{sep}{query}"
         if self.kind.startswith("webdav+"):
             scheme = "webdavs" if self.kind.endswith("https") else "webdav"
             origin = str(self.container).split("://", 1)[1]
             return f"{scheme}://{origin}/{quote(self.key)}"
-        return f"{self.kind}://{self.container}/{self.key}"
+        # parse_href unquotes keys, so quote what would not survive a re-parse (%, ?, #, spaces)
+        return f"{self.kind}://{self.container}/{quote(self.key, safe=_KEY_SAFE)}"
 
     def store_identity(self) -> tuple[str, str | None, str | None]:
         """What one store client serves: same kind, container and endpoint share a client."""
@@ -104,14 +112,17 @@ class CleanHref:
 def strip_signature(href: str) -> CleanHref:
     """Drop the query parameters that authorise a request; keep the others (``?format=tif``)."""
     parts = urlsplit(href)
-    if not parts.query:
-        return CleanHref(href, False)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    kept = [(k, v) for k, v in pairs if k.lower() not in SIGNING_PARAMS]
-    if len(kept) == len(pairs):
-        return CleanHref(href, False)
-    clean = parts._replace(query=urlencode(kept)).geturl()
-    return CleanHref(clean, True)
+    signed = False
+    if "@" in parts.netloc and parts.scheme.lower() not in _AT_IS_NOT_USERINFO:  # https://user:password@host
+        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+        signed = True
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        kept = [(k, v) for k, v in pairs if k.lower() not in SIGNING_PARAMS]
+        if len(kept) != len(pairs):
+            parts = parts._replace(query=urlencode(kept))
+            signed = True
+    return CleanHref(parts.geturl(), True) if signed else CleanHref(href, False)
 
 
 def safe_href(href: str) -> str:
@@ -132,8 +143,8 @@ def parse_href(href: str, *, base: str | None = None, endpoint: str | None = Non
     parts = urlsplit(href)
     scheme = SCHEME_ALIASES.get(parts.scheme.lower(), parts.scheme.lower())
     if not scheme:
-        if href.startswith("/"):
-            return Location("file", None, _normalise_path(unquote(parts.path)))
+        if href.startswith("/"):  # a plain path, not a URL: '%' and '#' are part of the file name
+            return Location("file", None, _normalise_path(href))
         if base is None:
             raise HrefError(
                 f"relative href {href!r} has no base to resolve it against: give the item a 'self' link "
@@ -193,6 +204,10 @@ def location_from_lock_fields(
         raise HrefError(f"lock row has the unsupported store_type {store_type!r}")
     if not store_container:
         raise HrefError(f"lock row of store_type {store_type!r} has no store_container")
+    if kind in ("http", "https") and (urlsplit(store_container)[2:4] != ("", "") or "@" in store_container):
+        # stacpkg stores an href with a query whole in store_container (signature included): re-parse it
+        full = store_container + (f"/{key.lstrip('/')}" if key else "")
+        return parse_href(full)
     return Location(kind, store_container, (key or "").lstrip("/") if kind != "file" else key or "",
                     endpoint or None)
 

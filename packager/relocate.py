@@ -33,9 +33,9 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from packager.checksum import StreamDigest, checksum_stream
 from packager.concurrency import MemoryBudget, ordered_map
-from packager.errors import ConfigError, ObjectNotFound, StoreError
-from packager.lock import Failure, LockRow, failure_of, iter_lock, lock_writer, write_failures
+from packager.errors import ConfigError, ObjectNotFound, StoreError, TemplateError
 from packager.locations import Location
+from packager.lock import Failure, LockRow, count_rows, failure_of, iter_lock, lock_writer, write_failures
 from packager.stores import ObjectFacts, Store, StoreRegistry
 from packager.stores.obstore_backend import CHECKSUM_METADATA
 from packager.templates import DEFAULT_TEMPLATE, KeyTemplate, plan_keys
@@ -109,9 +109,20 @@ def relocate(lock_path: Path, target: Location, registry: StoreRegistry, out_loc
     """
     settings.check()
     template = KeyTemplate(settings.key_template)
-    # Plan first (a pass over the lock holding only keys): collisions and escapes refuse the batch.
-    for _ in plan_keys(iter_lock(lock_path), template):
-        pass
+    # Plan first (one pass over the lock): collisions, escapes and clobbered sources refuse the batch.
+    planned = plan_keys(iter_lock(lock_path), template)
+    sources: dict[tuple, set[str]] = {}
+    dests = []
+    for row, key in planned:
+        sources.setdefault((row.location.store_identity(), row.location.key), set()).add(row.label())
+        dest = target.child(key)
+        dests.append(((dest.store_identity(), dest.key), row.label(), dest))
+    # a copy must never land on another row's source (stacpkg overwrote sources so: its defect 6)
+    clobbered = [f"{label} -> {dest} is the source of {', '.join(sorted(sources[ident]))}"
+                 for ident, label, dest in dests if ident in sources and label not in sources[ident]]
+    if clobbered:
+        raise TemplateError(f"{len(clobbered)} destination(s) would overwrite the source of another asset, nothing "
+                            "was copied: " + "; ".join(clobbered[:5]) + ". Choose a target outside the sources.")
     return asyncio.run(_relocate(lock_path, target, registry, out_lock, failures_path, settings, template, progress))
 
 
@@ -139,7 +150,7 @@ async def _relocate(lock_path, target, registry, out_lock, failures_path, settin
             return failure_of(row, "relocate", exc, attempts=retries + 1)
         raise AssertionError("unreachable")
 
-    done = 0
+    done, total = 0, count_rows(lock_path)
     with lock_writer(out_lock) as writer:
         async for result in ordered_map(iter_lock(lock_path), one, in_flight=settings.concurrency * 4):
             summary.rows += 1
@@ -157,7 +168,7 @@ async def _relocate(lock_path, target, registry, out_lock, failures_path, settin
                     summary.bytes_copied += result.bytes_moved
                     summary.server_side += result.status == "server_side"
             if progress:
-                progress(done, summary.rows)
+                progress(done, total)
     write_failures(failures_path, summary.failures)
     summary.seconds = time.perf_counter() - started
     summary.peak_reserved_bytes = budget.peak_reserved

@@ -13,8 +13,8 @@ import string
 from collections.abc import Iterable, Iterator
 
 from packager.errors import TemplateError
-from packager.lock import LockRow
 from packager.locations import extension_of
+from packager.lock import LockRow
 
 DEFAULT_TEMPLATE = "{collection}/{item_id}/{asset_key}{ext}"
 FIELDS = {
@@ -85,9 +85,10 @@ def plan_keys(rows: Iterable[LockRow], template: KeyTemplate) -> Iterator[tuple[
         except TemplateError as exc:
             errors.append(str(exc))
             continue
-        previous = owners.setdefault(key, row.label())
-        if previous != row.label():
-            collisions.append(f"{previous} and {row.label()} -> {key}")
+        if key in owners:  # even two rows with one label (a stacpkg lock has no collection) must not share a key
+            collisions.append(f"{owners[key]} and {row.label()} -> {key}")
+        else:
+            owners[key] = row.label()
         planned.append((row, key))
     if errors or collisions:
         parts = []

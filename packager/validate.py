@@ -18,8 +18,8 @@ import pyarrow as pa
 from packager.checksum import checksum_stream
 from packager.concurrency import ordered_map
 from packager.errors import HrefError, ObjectNotFound, StoreError
-from packager.lock import ParquetTableWriter, iter_lock
 from packager.locations import safe_href
+from packager.lock import ParquetTableWriter, iter_lock
 from packager.stores import StoreRegistry
 
 STATUSES = ("ok", "changed", "missing", "error")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from obstore.store import AzureStore, GCSStore, HTTPStore, LocalStore, S3Store
 
@@ -42,6 +43,8 @@ class StoreRegistry:
     # -- hrefs and locations -------------------------------------------------------------------
     def resolve(self, href: str, *, collection: str | None = None, base: str | None = None) -> Location:
         """The location to read ``href`` from: rewrite rules applied, endpoint filled in."""
+        if base and href.strip() and not urlsplit(href.strip()).scheme and not href.strip().startswith("/"):
+            href = urljoin(base, href.strip())  # rules match the resolved href, not './B01.tif'
         rewritten = self.rewrite.rewrite(href, collection)
         return self.with_endpoint(parse_href(rewritten, base=base))
 
