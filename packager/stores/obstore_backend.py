@@ -79,9 +79,20 @@ def translate_error(exc: BaseException, href: str) -> StoreError:
     return StoreError(f"{href}: {detail}", href=href)
 
 
-def _facts(meta: Any) -> ObjectFacts:
-    return ObjectFacts(size=int(meta["size"]), etag=meta.get("e_tag"),
-                       last_modified=meta.get("last_modified"), version=meta.get("version"))
+def _file_stamp(path: str) -> str:
+    """What a local file's checksum xattr is bound to: the facts of its ETag (inode, size, mtime)."""
+    st = os.stat(path)
+    return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
+
+
+def _facts(meta: Any, *, local: bool = False) -> ObjectFacts:
+    etag = meta.get("e_tag")
+    if local and etag:
+        # obstore >= 0.10 quotes the synthetic ETag of local files; stacpkg 0.1.4 (obstore 0.9.5) does not,
+        # and both compare ETags exactly. Locks keep the unquoted form so either tool validates the other's.
+        etag = etag.strip('"')
+    return ObjectFacts(size=int(meta["size"]), etag=etag, last_modified=meta.get("last_modified"),
+                       version=meta.get("version"))
 
 
 class ObstoreStore:
@@ -101,7 +112,7 @@ class ObstoreStore:
 
     async def head(self, key: str) -> ObjectFacts:
         try:
-            return _facts(await obstore.head_async(self._store, key))
+            return _facts(await obstore.head_async(self._store, key), local=self._local_root is not None)
         except Exception as exc:
             raise translate_error(exc, self._href(key)) from None
 
@@ -153,9 +164,11 @@ class ObstoreStore:
 
     async def read_metadata(self, key: str) -> dict[str, str]:
         if self._local_root is not None:
-            with contextlib.suppress(OSError):
-                value = os.getxattr(os.path.join(self._local_root, key), _XATTR)
-                return {CHECKSUM_METADATA: value.decode()}
+            with contextlib.suppress(OSError, ValueError):
+                path = os.path.join(self._local_root, key)
+                checksum, stamp = os.getxattr(path, _XATTR).decode().split(" ", 1)
+                if stamp == _file_stamp(path):  # an in-place rewrite keeps the xattr: trust it only if unchanged
+                    return {CHECKSUM_METADATA: checksum}
             return {}
         if not self.keeps_metadata:
             return {}
@@ -169,13 +182,14 @@ class ObstoreStore:
         """Local files keep the checksum in an extended attribute, so a re-run need not re-read them."""
         if self._local_root is not None:
             with contextlib.suppress(OSError):
-                os.setxattr(os.path.join(self._local_root, key), _XATTR, checksum.encode())
+                path = os.path.join(self._local_root, key)
+                os.setxattr(path, _XATTR, f"{checksum} {_file_stamp(path)}".encode())
 
     async def list(self, prefix: str) -> AsyncIterator[ListedObject]:
         try:
             async for batch in obstore.list(self._store, prefix=prefix or None, chunk_size=1000):
                 for meta in batch:
-                    yield ListedObject(meta["path"], _facts(meta))
+                    yield ListedObject(meta["path"], _facts(meta, local=self._local_root is not None))
         except Exception as exc:
             raise translate_error(exc, self._href(prefix)) from None
 
