@@ -28,8 +28,6 @@ non-core top-level key comes back inside ``properties``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +44,7 @@ from stac_geoparquet.arrow._batch import StacJsonBatch
 from stac_geoparquet.arrow._to_parquet import create_parquet_metadata
 from stac_geoparquet.arrow._util import convert_tuples_to_lists
 
+from packager.atomic import atomic_path
 from packager.errors import PackagerError
 
 JSON_PATHS_KEY = b"stac_packager:json_paths"
@@ -303,37 +302,6 @@ def _write_parquet(reader: pa.RecordBatchReader, path: Path, json_paths: set[Pat
             writer.write_batch(batch.drop_columns(empty).replace_schema_metadata(meta))
 
 
-def _atomic_write(out_path: Path, write: Any) -> None:
-    """Run ``write(tmp_path)`` then ``os.replace``; on any failure no temp file and no ``out_path`` change."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(out_path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (best effort: not every filesystem allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def ndjson_to_geoparquet(ndjson_path: Path, out_path: Path, *, chunk_size: int = 8192) -> ItemsSummary:
     """Convert NDJSON STAC items into one STAC GeoParquet file, atomically, in two bounded passes.
 
@@ -364,7 +332,8 @@ def ndjson_to_geoparquet(ndjson_path: Path, out_path: Path, *, chunk_size: int =
         reader = _conformed(_arrow_batches(ndjson_path, schema, json_paths, chunk_size, len(bbox_dims) > 1))
         _write_parquet(reader, tmp, json_paths)
 
-    _atomic_write(out_path, write)
+    with atomic_path(out_path) as tmp:
+        write(tmp)
     return ItemsSummary(
         items=n_items,
         collections=dict(sorted(collections.items())),

@@ -10,15 +10,16 @@ STAC ``file:checksum``) and ``media_type``.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from packager.atomic import atomic_path
 from packager.checksum import checksum_stream
 from packager.concurrency import ordered_map
 from packager.errors import DuplicateAssetError, HrefError, LockSchemaError, StoreError
@@ -122,10 +123,11 @@ def failure_of(row: LockRow | AssetRef, stage: str, exc: BaseException, attempts
 
 # -- writing and reading ------------------------------------------------------------------------
 class ParquetTableWriter:
-    """Writes record batches to a temp file beside ``path`` and renames it into place on success.
+    """Writes record batches of ``schema`` to ``path``, which appears whole or not at all.
 
-    A reader therefore sees the previous complete file or the new complete file, never half of one;
-    on error the temp file is removed and ``path`` is untouched.
+    Rows are buffered into batches of :data:`WRITE_BATCH_ROWS`; the file is written to a temp name and
+    renamed on success (:func:`packager.atomic.atomic_path`), so a reader sees the previous complete file
+    or the new one, and an error leaves ``path`` untouched.
     """
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
@@ -133,12 +135,12 @@ class ParquetTableWriter:
         self.schema = schema
         self.rows = 0
         self._buffer: list[dict] = []
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._stack = ExitStack()
         self._writer: pq.ParquetWriter | None = None
 
     def __enter__(self) -> ParquetTableWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
         return self
 
     def write(self, record: dict) -> None:
@@ -152,17 +154,16 @@ class ParquetTableWriter:
             self.rows += len(self._buffer)
             self._buffer.clear()
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
         try:
             if exc_type is None:
                 self._flush()
+        except BaseException as error:  # a bad last batch must still discard the temp file
+            exc_type, exc, tb = type(error), error, error.__traceback__
+        finally:
             if self._writer is not None:
                 self._writer.close()
-            if exc_type is None:
-                os.replace(self._tmp, self.path)
-        finally:
-            if self._tmp.exists():
-                self._tmp.unlink()
+        return self._stack.__exit__(exc_type, exc, tb)
 
 
 def lock_writer(path: Path) -> ParquetTableWriter:

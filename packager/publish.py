@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from packager.atomic import atomic_path
 from packager.locations import Location, parse_href
 from packager.stores import StoreRegistry
 
@@ -44,14 +44,8 @@ def publish(source: Path, dest: Location, registry: StoreRegistry, *, content_ty
     if target is not None:
         if target.resolve() == Path(source).resolve():
             return dest.href()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
-            tmp_path = Path(tmp.name)
-        try:
-            shutil.copyfile(source, tmp_path)
-            os.replace(tmp_path, target)
-        finally:
-            tmp_path.unlink(missing_ok=True)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
         return dest.href()
     store = registry.store_for(dest)
     asyncio.run(store.put_stream(dest.key, _file_chunks(Path(source)), chunk_size=CHUNK, max_concurrency=4,

@@ -17,11 +17,8 @@ Why it looks like this:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +39,7 @@ from requests.adapters import HTTPAdapter
 from requests.exceptions import RequestException
 from urllib3 import Retry
 
+from packager.atomic import atomic_open
 from packager.errors import PackagerError
 
 logger = logging.getLogger(__name__)
@@ -328,22 +326,6 @@ def _write_pages(pages: Iterator[dict[str, Any]], fh: Any, counts: _Counts) -> N
         logger.info("page %d: %d items written so far", counts.pages, counts.returned)
 
 
-@contextlib.contextmanager
-def _atomic_file(out_path: Path) -> Iterator[Any]:
-    """A binary file handle whose content replaces ``out_path`` only if the block succeeds."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, out_path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def _reason(err: BaseException) -> str:
     """The innermost cause of a connection failure, e.g. "[Errno 111] Connection refused"."""
     text = str(err)
@@ -403,7 +385,7 @@ def search_to_ndjson(
         client = Client.open(api_url, stac_io=io)
         search = client.search(**_search_kwargs(request))
         sent = search.get_parameters()
-        with _atomic_file(out_path) as fh:
+        with atomic_open(out_path) as fh:
             _write_pages(search.pages_as_dicts(), fh, counts)
     except SearchError as err:
         raise SearchError(_redact(f"STAC search at {shown_url}: {err}", secrets)) from None
