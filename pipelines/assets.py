@@ -18,6 +18,15 @@ from packager.package import LAYOUT
 from packager.relocate import RelocationSettings, relocate
 from packager.validate import validate
 from pipelines.metadata import failures_table, mib, rate, records_table
+from pipelines.partitions import (
+    STAC_API_POOL,
+    STORE_TAG,
+    build_partitions_def,
+    retry_policy,
+    search_window,
+    store_kind,
+)
+from pipelines.settings import Settings
 from resources import PackageResource, RewriteResource, SearchSpec, StacApiResource, StorageResource
 
 GROUP = "stac_package"
@@ -33,9 +42,7 @@ def _path_metadata(href: str) -> dg.MetadataValue:
     return dg.MetadataValue.path(href[len("file://"):]) if href.startswith("file://") else dg.MetadataValue.url(href)
 
 
-@dg.asset(group_name=GROUP, kinds={"stac"},
-          description="Items returned by a STAC API search, as NDJSON, with the exact request recorded.")
-def search_results(context: dg.AssetExecutionContext, config: SearchSpec, stac_api: StacApiResource,
+def _search_results(context: dg.AssetExecutionContext, config: SearchSpec, stac_api: StacApiResource,
                    package: PackageResource, storage: StorageResource, rewrite: RewriteResource) -> dg.MaterializeResult:
     registry = storage.registry(rewrite)
     root = package.root(registry, _partition(context))
@@ -49,10 +56,11 @@ def search_results(context: dg.AssetExecutionContext, config: SearchSpec, stac_a
                                      "application/x-ndjson")
         package.publish(scratch / "request.json", root, LAYOUT.search_request, registry, "application/json")
     context.log.info(f"search returned {summary.returned} items in {summary.pages} page(s)")
+    matched = {"matched": summary.matched} if summary.matched is not None else {}  # not every API counts
     return dg.MaterializeResult(metadata={
         "request": dg.MetadataValue.json(summary.request),
         "returned": summary.returned,
-        "matched": summary.matched if summary.matched is not None else -1,
+        **matched,
         "pages": summary.pages,
         "duplicates_dropped": summary.duplicates_dropped,
         "retries": summary.retries,
@@ -63,17 +71,14 @@ def search_results(context: dg.AssetExecutionContext, config: SearchSpec, stac_a
 
 
 def _partition_window(context: dg.AssetExecutionContext) -> dict:
-    """A time-window partition restricts the search to its acquisition window."""
+    """A time-window partition restricts the search to its acquisition window ``[start, end)``."""
     if not context.has_partition_key or not isinstance(context.assets_def.partitions_def,
                                                        dg.TimeWindowPartitionsDefinition):
         return {}
-    window = context.partition_time_window
-    return {"datetime": f"{window.start.isoformat()}/{window.end.isoformat()}"}
+    return {"datetime": search_window(context.partition_time_window)}
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[search_results],
-          description="The searched items as conformant STAC GeoParquet (stac-geoparquet).")
-def items_parquet(context: dg.AssetExecutionContext, package: PackageResource, storage: StorageResource,
+def _items_parquet(context: dg.AssetExecutionContext, package: PackageResource, storage: StorageResource,
                   rewrite: RewriteResource) -> dg.MaterializeResult:
     registry = storage.registry(rewrite)
     root = package.root(registry, _partition(context))
@@ -99,12 +104,7 @@ class LockConfig(dg.Config):
     concurrency: int | None = Field(default=None, description="HEAD requests in flight.")
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[items_parquet],
-          check_specs=[dg.AssetCheckSpec("lock_complete", asset="assets_lock",
-                                         description="Every asset listed in items.parquet is locked.")],
-          description="assets.lock.parquet: one row per asset with the live object's size, ETag, last modified "
-                      "(and sha256 when asked); readable by stacpkg.")
-def assets_lock(context: dg.AssetExecutionContext, config: LockConfig, package: PackageResource,
+def _assets_lock(context: dg.AssetExecutionContext, config: LockConfig, package: PackageResource,
                 storage: StorageResource, rewrite: RewriteResource) -> dg.MaterializeResult:
     registry = storage.registry(rewrite)
     root = package.root(registry, _partition(context))
@@ -146,19 +146,14 @@ class RelocationConfig(dg.Config):
     verify: str | None = Field(default=None, description="'checksum' (read back) or 'size'.")
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[assets_lock],
-          check_specs=[dg.AssetCheckSpec("relocation_complete", asset="relocated_assets",
-                                         description="Every locked asset was copied and verified.")],
-          description="Every locked object copied to the relocation target, verified; a new lock for the copies "
-                      "and items enriched with alternate hrefs and file:size / file:checksum.")
-def relocated_assets(context: dg.AssetExecutionContext, config: RelocationConfig, package: PackageResource,
+def _relocated_assets(context: dg.AssetExecutionContext, config: RelocationConfig, package: PackageResource,
                      storage: StorageResource, rewrite: RewriteResource):
     registry = storage.registry(rewrite)
     partition = _partition(context)
     root, target = package.root(registry, partition), package.target(registry, partition)
     verify = config.verify or package.verify
     if verify not in ("checksum", "size"):
-        raise dg.Failure(f"relocation verify {verify!r} is unknown: use 'checksum' or 'size'")
+        raise dg.Failure(f"relocation verify {verify!r} is unknown: use 'checksum' or 'size'", allow_retries=False)
     settings = RelocationSettings(
         concurrency=config.concurrency or package.relocation_concurrency,
         memory_limit=(config.memory_limit_mib or package.memory_limit_mib) * MiB,
@@ -216,17 +211,14 @@ class ValidationConfig(dg.Config):
     lock: str = Field(default="relocated", description="'relocated' (the copies) or 'source' (the originals).")
 
 
-@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=[relocated_assets],
-          check_specs=[dg.AssetCheckSpec("validation_clean", asset="validation_report",
-                                         description="Every locked object matches its lock (no drift).")],
-          description="The relocated lock checked against the live objects: a report parquet, one row per asset.")
-def validation_report(context: dg.AssetExecutionContext, config: ValidationConfig, package: PackageResource,
+def _validation_report(context: dg.AssetExecutionContext, config: ValidationConfig, package: PackageResource,
                       storage: StorageResource, rewrite: RewriteResource):
     registry = storage.registry(rewrite)
     root = package.root(registry, _partition(context))
     lock_path = {"relocated": LAYOUT.relocated_lock, "source": LAYOUT.lock}.get(config.lock)
     if lock_path is None:
-        raise dg.Failure(f"validation lock {config.lock!r} is unknown: use 'relocated' or 'source'")
+        raise dg.Failure(f"validation lock {config.lock!r} is unknown: use 'relocated' or 'source'",
+                         allow_retries=False)
     deep = package.deep_validation if config.deep is None else config.deep
     with package.scratch() as scratch:
         lock = package.fetch(root, lock_path, registry, scratch / "in")
@@ -263,4 +255,46 @@ def validation_report(context: dg.AssetExecutionContext, config: ValidationConfi
                   **({"first_failures": records_table(summary.first_failures)} if summary.first_failures else {})})
 
 
-CHAIN = [search_results, items_parquet, assets_lock, relocated_assets, validation_report]
+def build_chain(settings: Settings | None = None) -> list[dg.AssetsDefinition]:
+    """The five assets, partitioned as ``settings.partitions`` says, with retries and per-backend pools.
+
+    Pools (and the ``stac-packager/store`` op tag) name the backend a step loads most: the STAC API for
+    the search, the package store for items and lock, the relocation target's store for relocation and
+    validation. Limit them in the instance's ``concurrency.pools`` so a backfill cannot overload one store.
+    """
+    settings = settings or Settings()
+    partitions_def = build_partitions_def(settings.partitions)
+    retry = retry_policy(settings.retries)
+    package_kind, target_kind = store_kind(settings.package.url), store_kind(settings.relocation.target)
+
+    def asset(fn, name: str, kind: str | None, **kwargs) -> dg.AssetsDefinition:
+        pool = f"store-{kind}" if kind else STAC_API_POOL
+        return dg.asset(fn, name=name, group_name=GROUP, partitions_def=partitions_def, retry_policy=retry,
+                        pool=pool, op_tags={STORE_TAG: kind or STAC_API_POOL}, **kwargs)
+
+    return [
+        asset(_search_results, "search_results", None, kinds={"stac"},
+              description="Items returned by a STAC API search, as NDJSON, with the exact request recorded."),
+        asset(_items_parquet, "items_parquet", package_kind, kinds={"parquet"}, deps=["search_results"],
+              description="The searched items as conformant STAC GeoParquet (stac-geoparquet)."),
+        asset(_assets_lock, "assets_lock", package_kind, kinds={"parquet"}, deps=["items_parquet"],
+              check_specs=[dg.AssetCheckSpec("lock_complete", asset="assets_lock",
+                                             description="Every asset listed in items.parquet is locked.")],
+              description="assets.lock.parquet: one row per asset with the live object's size, ETag, last "
+                          "modified (and sha256 when asked); readable by stacpkg."),
+        asset(_relocated_assets, "relocated_assets", target_kind, kinds={"parquet"}, deps=["assets_lock"],
+              check_specs=[dg.AssetCheckSpec("relocation_complete", asset="relocated_assets",
+                                             description="Every locked asset was copied and verified.")],
+              description="Every locked object copied to the relocation target, verified; a new lock for the "
+                          "copies and items enriched with alternate hrefs and file:size / file:checksum."),
+        asset(_validation_report, "validation_report", target_kind, kinds={"parquet"}, deps=["relocated_assets"],
+              check_specs=[dg.AssetCheckSpec("validation_clean", asset="validation_report",
+                                             description="Every locked object matches its lock (no drift).")],
+              description="The relocated lock checked against the live objects: a report parquet, one row per "
+                          "asset."),
+    ]
+
+
+CHAIN = build_chain()
+"""The unpartitioned chain on default settings (what the demo and the chain tests materialize)."""
+search_results, items_parquet, assets_lock, relocated_assets, validation_report = CHAIN
