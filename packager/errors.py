@@ -15,9 +15,13 @@ class PackagerError(Exception):
 class ConfigError(PackagerError, ValueError):
     """A setting is wrong; the message names the setting and the fix."""
 
+    code = "config"
+
 
 class HrefError(PackagerError, ValueError):
     """An asset href cannot be turned into a location (unknown scheme, relative without a base...)."""
+
+    code = "bad_href"
 
 
 class StoreError(PackagerError):
@@ -62,3 +66,8 @@ class RowFailures(PackagerError):
     def __init__(self, message: str, failures: list[dict]) -> None:
         super().__init__(message)
         self.failures = failures
+
+
+#: Errors that concern one row of a batch (its href, its store, its object): batch jobs record them as
+#: that row's failure and go on with the others, instead of aborting the whole run.
+ROW_ERRORS: tuple[type[Exception], ...] = (StoreError, HrefError, ConfigError)

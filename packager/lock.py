@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 
 from packager.atomic import atomic_path
 from packager.checksum import checksum_stream
-from packager.concurrency import ordered_map
-from packager.errors import DuplicateAssetError, HrefError, LockSchemaError, StoreError
+from packager.concurrency import StoreLimits, ordered_map
+from packager.errors import ROW_ERRORS, DuplicateAssetError, LockSchemaError, StoreError
 from packager.locations import Location, location_from_lock_fields, safe_href
 from packager.stores import ObjectFacts, StoreRegistry
 
@@ -117,7 +117,7 @@ class Failure:
 
 
 def failure_of(row: LockRow | AssetRef, stage: str, exc: BaseException, attempts: int = 1) -> Failure:
-    code = getattr(exc, "code", None) or ("bad_href" if isinstance(exc, HrefError) else "error")
+    code = getattr(exc, "code", None) or "error"
     return Failure(row.collection, row.item_id, row.asset_key, safe_href(row.href), stage, code, str(exc), attempts)
 
 
@@ -154,16 +154,20 @@ class ParquetTableWriter:
             self.rows += len(self._buffer)
             self._buffer.clear()
 
-    def __exit__(self, exc_type, exc, tb) -> bool | None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        flush_error = None
         try:
             if exc_type is None:
                 self._flush()
         except BaseException as error:  # a bad last batch must still discard the temp file
-            exc_type, exc, tb = type(error), error, error.__traceback__
+            flush_error = error
         finally:
             if self._writer is not None:
                 self._writer.close()
-        return self._stack.__exit__(exc_type, exc, tb)
+        if flush_error is not None:
+            self._stack.__exit__(type(flush_error), flush_error, flush_error.__traceback__)
+            raise flush_error
+        self._stack.__exit__(exc_type, exc, tb)
 
 
 def lock_writer(path: Path) -> ParquetTableWriter:
@@ -292,6 +296,7 @@ async def _build_lock(items, registry, out_path, checksum, concurrency, assets, 
     summary = LockSummary()
     started = time.perf_counter()
     limit = asyncio.Semaphore(concurrency)
+    per_store = StoreLimits(registry, concurrency)
     stores: set[tuple] = set()
 
     async def observe(ref: AssetRef) -> LockRow | Failure:
@@ -300,7 +305,7 @@ async def _build_lock(items, registry, out_path, checksum, concurrency, assets, 
             row = LockRow(ref.collection, ref.item_id, ref.asset_key, location, safe_href(ref.href), ref.media_type)
             store = registry.store_for(location)
             stores.add(location.store_identity())
-            async with limit:
+            async with limit, per_store.for_location(location):
                 facts = await store.head(location.key)
                 digest = None
                 if checksum:
@@ -308,7 +313,7 @@ async def _build_lock(items, registry, out_path, checksum, concurrency, assets, 
                     if size != facts.size:
                         raise StoreError(f"{location}: size changed while reading ({facts.size} -> {size})")
             return row.with_facts(facts, digest)
-        except (StoreError, HrefError) as exc:
+        except ROW_ERRORS as exc:
             return failure_of(ref, "lock", exc)
 
     with lock_writer(out_path) as writer:

@@ -33,7 +33,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from packager.checksum import StreamDigest, checksum_stream
 from packager.concurrency import MemoryBudget, ordered_map
-from packager.errors import ConfigError, ObjectNotFound, StoreError, TemplateError
+from packager.errors import ROW_ERRORS, ConfigError, ObjectNotFound, StoreError, TemplateError
 from packager.locations import Location
 from packager.lock import Failure, LockRow, count_rows, failure_of, iter_lock, lock_writer, write_failures
 from packager.stores import ObjectFacts, Store, StoreRegistry
@@ -146,7 +146,7 @@ async def _relocate(lock_path, target, registry, out_lock, failures_path, settin
                     retries = attempt.retry_state.attempt_number - 1
                     async with slots:
                         return await _copy_one(row, dest, registry, dest_store, settings, budget, retries)
-        except StoreError as exc:
+        except ROW_ERRORS as exc:
             return failure_of(row, "relocate", exc, attempts=retries + 1)
         raise AssertionError("unreachable")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from packager.checksum import checksum_stream
-from packager.concurrency import ordered_map
-from packager.errors import HrefError, ObjectNotFound, StoreError
+from packager.concurrency import StoreLimits, ordered_map
+from packager.errors import ROW_ERRORS, ObjectNotFound
 from packager.locations import safe_href
 from packager.lock import ParquetTableWriter, iter_lock
 from packager.stores import StoreRegistry
@@ -79,6 +79,7 @@ async def _validate(lock_path, registry, report_path, deep, concurrency, chunk_s
     summary = ValidationSummary(deep=deep)
     started = time.perf_counter()
     limit = asyncio.Semaphore(concurrency)
+    per_store = StoreLimits(registry, concurrency)
 
     async def check(row) -> dict:
         record = {
@@ -89,7 +90,7 @@ async def _validate(lock_path, registry, report_path, deep, concurrency, chunk_s
         }
         try:
             store = registry.store_for(row.location)
-            async with limit:
+            async with limit, per_store.for_location(row.location):
                 facts = await store.head(row.location.key)
                 record.update(observed_size=facts.size, observed_etag=facts.etag,
                               observed_last_modified=facts.last_modified_iso())
@@ -104,7 +105,7 @@ async def _validate(lock_path, registry, report_path, deep, concurrency, chunk_s
             record["status"] = "changed" if record["mismatches"] else "ok"
         except ObjectNotFound as exc:
             record.update(status="missing", error=str(exc))
-        except (StoreError, HrefError) as exc:
+        except ROW_ERRORS as exc:
             record.update(status="error", error=str(exc))
         return record
 

@@ -118,8 +118,10 @@ def _assets_lock(context: dg.AssetExecutionContext, config: LockConfig, package:
         package.publish(scratch / "failures.parquet", root, LAYOUT.lock_failures, registry, PARQUET)
         if summary.failures:
             raise dg.Failure(
-                description=f"{len(summary.failures)} asset(s) could not be locked; the lock was not written. "
-                            f"First: {summary.failures[0].error}",
+                description=f"{len(summary.failures)} asset(s) could not be locked, so the lock was not written "
+                            f"(they are listed in {LAYOUT.lock_failures}). First: {summary.failures[0].error}. "
+                            "Mend the hrefs with a rewrite rule or storage profile, or leave those assets out "
+                            "with package.exclude_asset_keys.",
                 metadata={"failures": failures_table(summary.failures), "failed": len(summary.failures),
                           "locked": summary.rows})
         href = package.publish(scratch / "lock.parquet", root, LAYOUT.lock, registry, PARQUET)
