@@ -41,6 +41,18 @@ class StorageProfile(BaseModel):
     secret_options: dict[str, SecretStr] = Field(
         default_factory=dict, description="Other obstore config keys that are secrets (account_key...)."
     )
+    # -- OpenStack Swift (swift://container): auth_url + user + key, or storage_url + token ----------
+    auth_url: str | None = Field(default=None, description="Swift TempAuth / v1.0 auth URL (ST_AUTH).")
+    user: str | None = Field(default=None, description="Swift user, 'account:user' for TempAuth (ST_USER).")
+    key: SecretStr | None = Field(default=None, description="Swift key / password (ST_KEY).")
+    storage_url: str | None = Field(default=None, description="Pre-authenticated Swift storage URL (OS_STORAGE_URL).")
+    token: SecretStr | None = Field(default=None, description="Pre-authenticated Swift token (OS_AUTH_TOKEN).")
+    segment_size_mib: float | None = Field(
+        default=None, gt=0, description="Swift: streams longer than this become static large objects (default 512)."
+    )
+    # -- WebDAV (webdav://host, webdavs://host): HTTP basic auth ------------------------------------
+    username: str | None = Field(default=None, description="WebDAV basic-auth user name.")
+    password: SecretStr | None = Field(default=None, description="WebDAV basic-auth password.")
 
     @field_validator("url")
     @classmethod

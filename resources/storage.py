@@ -31,6 +31,16 @@ class StorageProfileConfig(dg.Config):
     max_retries: int = 6
     concurrency: int | None = None
     options: dict[str, str] = Field(default_factory=dict)
+    # OpenStack Swift: auth_url + user + key (TempAuth / v1.0), or storage_url + token
+    auth_url: str | None = None
+    user: str | None = None
+    key: str | None = None
+    storage_url: str | None = None
+    token: str | None = None
+    segment_size_mib: float | None = None
+    # WebDAV basic auth
+    username: str | None = None
+    password: str | None = None
 
     def to_engine(self) -> StorageProfile:
         return StorageProfile(**self.model_dump())

@@ -101,6 +101,14 @@ class StoreRegistry:
             return ObstoreStore(AzureStore(location.container, config=config, client_options=client_options,
                                            retry_config=retry),
                                 describe=f"az://{location.container}", href_prefix=f"az://{location.container}")
+        if kind == "swift":
+            from packager.stores.swift import build_swift_store
+
+            return build_swift_store(location, profile)
+        if kind in ("webdav+http", "webdav+https"):
+            from packager.stores.webdav import build_webdav_store
+
+            return build_webdav_store(location, profile)
         raise ConfigError(
             f"no storage backend for {location.href()!r} (kind {kind!r}); configure a storage profile whose "
             "url covers it, or a rewrite rule that maps it to s3://, gs://, az://, https:// or file://"

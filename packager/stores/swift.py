@@ -1,0 +1,614 @@
+"""OpenStack Swift through python-swiftclient, behind :class:`packager.stores.base.Store`.
+
+One :class:`SwiftStore` serves one container. python-swiftclient is blocking, so every call runs in a
+worker thread; the caller's concurrency bounds how many are in flight. Reads and writes use separate
+thread pools: a streaming upload holds a write thread while it waits for bytes that a read (or the
+hashing tap) produces, so sharing one pool could deadlock when every thread waits for a reader.
+
+Authentication, as the ``swift`` CLI spells it:
+
+* pre-authenticated: ``storage_url`` + ``token`` (``OS_STORAGE_URL`` / ``OS_AUTH_TOKEN``), or
+* TempAuth / v1.0: ``auth_url`` + ``user`` + ``key`` (``ST_AUTH`` / ``ST_USER`` / ``ST_KEY``); the token is
+  acquired once, shared by the store's connections, and re-acquired when the server answers 401.
+
+Uploads: an object that fits in one buffered chunk is one PUT. A longer stream is written as segments
+of ``segment_size`` bytes into ``<container>_segments``, each segment one streamed PUT fed by a bounded
+iterator (one chunk in flight); a stream that fits into one segment is then promoted to the final
+name by a server-side COPY, a longer one becomes a **static large object** whose manifest is PUT last.
+Either way the object appears under its name only when complete; on failure the uploaded segments
+are deleted. The content checksum travels as ``X-Object-Meta-File-Checksum``.
+
+Errors become the engine's typed errors, naming the ``swift://container/key`` href and never the token
+or key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import io
+import json
+import math
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+from packager.errors import AccessDenied, ConfigError, ObjectNotFound, StoreError, TransientStoreError
+from packager.stores.base import ListedObject, ObjectFacts
+
+T = TypeVar("T")
+MiB = 1 << 20
+
+#: user-metadata name of the content checksum, as the obstore backend names it
+CHECKSUM_METADATA = "file-checksum"
+META_PREFIX = "x-object-meta-"
+DEFAULT_SEGMENT_SIZE = 512 * MiB
+#: Swift's container listing limit is 10,000; 1,000 keeps each page small
+DEFAULT_PAGE_SIZE = 1000
+#: seconds a segment upload waits for the next chunk before giving up (the producer died or stalled)
+FEED_TIMEOUT = 300.0
+
+
+def parse_duration(value: str | float | int | None, default: float = 120.0) -> float:
+    """'120s', '2m', '500ms', '1h' or a number of seconds -> seconds."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = value.strip().lower()
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+class _Scrubber:
+    """Removes secrets from any text that may end up in a message."""
+
+    def __init__(self, secrets: Callable[[], list[str | None]]) -> None:
+        self._secrets = secrets
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets():
+            if secret and len(secret) >= 3:
+                text = text.replace(secret, "***")
+        return text
+
+
+def translate_swift_error(exc: BaseException, href: str, scrub: Callable[[str], str] = str) -> StoreError:
+    """A swiftclient/requests exception as a typed error naming ``href`` (never a token or key)."""
+    from swiftclient.exceptions import ClientException
+
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, ClientException):
+        status = exc.http_status
+        reason = exc.http_reason or ""
+        what = scrub(str(exc.msg or "request").split(":")[0])  # 'Object GET failed', never the URL/token
+        detail = f"{what}: HTTP {status} {reason}".strip() if status else scrub(str(exc.msg or exc))[:200]
+        if status == 404:
+            return ObjectNotFound(f"{href}: object not found ({detail})", href=href)
+        if status in (401, 403):
+            return AccessDenied(
+                f"{href}: access denied ({detail}); check the storage profile's Swift credentials "
+                "(auth_url + user + key, or storage_url + token) for this container", href=href)
+        if status is None or status in (408, 429, 498, 499) or status >= 500:
+            return TransientStoreError(f"{href}: {detail}", href=href)
+        return StoreError(f"{href}: {detail}", href=href)
+    if isinstance(exc, (TimeoutError, ConnectionError, OSError)) or _is_requests_error(exc):
+        return TransientStoreError(f"{href}: {type(exc).__name__}: {scrub(str(exc))[:200]}", href=href)
+    return StoreError(f"{href}: {type(exc).__name__}: {scrub(str(exc))[:200]}", href=href)
+
+
+def _is_requests_error(exc: BaseException) -> bool:
+    try:
+        from requests.exceptions import RequestException
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, RequestException)
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _listing_date(value: str | None) -> datetime | None:
+    """Listing times are ISO without a zone, sub-second; HEAD's Last-Modified is that time rounded *up* to
+    whole seconds. Round the same way so a listing and a HEAD report the same facts."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    whole = parsed.replace(microsecond=0)
+    return whole + timedelta(seconds=1) if parsed.microsecond else whole
+
+
+def facts_from_headers(headers: dict[str, str]) -> ObjectFacts:
+    return ObjectFacts(size=int(headers.get("content-length") or 0), etag=headers.get("etag"),
+                       last_modified=_http_date(headers.get("last-modified")),
+                       version=headers.get("x-object-version-id"))
+
+
+class _Feeder:
+    """Hands the bytes of an async iterator to worker threads, one chunk at a time, split at any size.
+
+    The event loop produces chunks; a thread uploading a segment pulls them with
+    :func:`asyncio.run_coroutine_threadsafe`, so at most one chunk is in flight per upload.
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self._it = chunks.__aiter__()
+        self._loop = loop
+        self._pending: deque[memoryview] = deque()
+        self.buffered = 0
+        self.done = False
+        self.cancelled = False
+        self.source_error: BaseException | None = None
+
+    async def _anext(self) -> bytes | None:
+        try:
+            while True:
+                chunk = await self._it.__anext__()
+                if chunk:
+                    return bytes(chunk) if not isinstance(chunk, bytes) else chunk
+        except StopAsyncIteration:
+            return None
+        except BaseException as exc:
+            self.source_error = exc
+            raise
+
+    def _push(self, chunk: bytes | None) -> None:
+        if chunk is None:
+            self.done = True
+        else:
+            self._pending.append(memoryview(chunk))
+            self.buffered += len(chunk)
+
+    async def fill(self, limit: int) -> None:
+        """On the loop: buffer chunks until more than ``limit`` bytes are held or the stream ends."""
+        while not self.done and self.buffered <= limit:
+            self._push(await self._anext())
+
+    def _pull(self) -> None:
+        """In a worker thread: fetch the next chunk from the loop."""
+        if self.cancelled:
+            raise RuntimeError("upload cancelled")
+        future = asyncio.run_coroutine_threadsafe(self._anext(), self._loop)
+        deadline = time.monotonic() + FEED_TIMEOUT
+        while True:  # wake up now and then: the caller may have been cancelled, its loop closed
+            try:
+                self._push(future.result(timeout=1.0))
+                return
+            except concurrent.futures.TimeoutError:
+                if self.cancelled or self._loop.is_closed() or time.monotonic() > deadline:
+                    future.cancel()
+                    raise TimeoutError("the upload's source stopped producing bytes") from None
+
+    def take(self, limit: int, *, in_thread: bool = True) -> bytes:
+        """Up to ``limit`` bytes (b'' at the end of the stream)."""
+        while not self._pending:
+            if self.done or not in_thread:
+                return b""
+            self._pull()
+        head = self._pending[0]
+        if len(head) <= limit:
+            self._pending.popleft()
+            piece = head
+        else:
+            piece, self._pending[0] = head[:limit], head[limit:]
+        self.buffered -= len(piece)
+        return bytes(piece)
+
+    def has_more(self) -> bool:
+        """In a worker thread: whether any byte is left (may fetch one chunk)."""
+        while not self._pending and not self.done:
+            self._pull()
+        return bool(self._pending)
+
+    def drain_buffered(self) -> bytes:
+        data = b"".join(bytes(p) for p in self._pending)
+        self._pending.clear()
+        self.buffered = 0
+        return data
+
+    def segment(self, limit: int, counter: list[int]) -> Iterator[bytes]:
+        """In a worker thread: a body of at most ``limit`` bytes; ``counter[0]`` counts what was sent."""
+        while counter[0] < limit:
+            piece = self.take(min(limit - counter[0], 4 * MiB))
+            if not piece:
+                return
+            counter[0] += len(piece)
+            yield piece
+
+
+class SwiftStore:
+    """One Swift container; keys are object names. Thread-safe; reused for every object."""
+
+    keeps_metadata = True
+
+    def __init__(self, container: str, *, auth_url: str | None = None, user: str | None = None,
+                 key: str | None = None, storage_url: str | None = None, token: str | None = None,
+                 segment_size: int = DEFAULT_SEGMENT_SIZE, segment_container: str | None = None,
+                 timeout: float = 120.0, retries: int = 3, max_workers: int = 32,
+                 temp_url_key: str | None = None, insecure: bool = False) -> None:
+        if not ((storage_url and token) or (auth_url and user and key)):
+            raise ConfigError(f"swift://{container}: give storage_url + token, or auth_url + user + key")
+        if segment_size < 1:
+            raise ConfigError("segment_size must be at least 1 byte")
+        self.container = container
+        self.describe = f"swift://{container}"
+        self.segment_container = segment_container or f"{container}_segments"
+        self.segment_size = segment_size
+        self.list_page_size = DEFAULT_PAGE_SIZE
+        self._auth_url, self._user, self._key = auth_url, user, key
+        self._storage_url, self._token = storage_url, token
+        self._timeout, self._retries, self._insecure = timeout, retries, insecure
+        self._temp_url_key = temp_url_key
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self._auth_lock = threading.Lock()
+        self._segments_ready = False
+        self._reads = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="swift-read")
+        self._writes = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="swift-write")
+        self._scrub = _Scrubber(lambda: [self._key, self._token, self._temp_url_key])
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _href(self, key: str, container: str | None = None) -> str:
+        return f"swift://{container or self.container}/{quote(key, safe='/:@!$&()*+,;=~')}"
+
+    def _new_connection(self) -> Any:
+        from swiftclient.client import Connection
+
+        with self._auth_lock:
+            url, token = self._storage_url, self._token
+        return Connection(authurl=self._auth_url, user=self._user, key=self._key, preauthurl=url,
+                          preauthtoken=token, retries=self._retries, starting_backoff=0.25, max_backoff=8,
+                          timeout=self._timeout, insecure=self._insecure, auth_version="1")
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._new_connection()
+        ok = False
+        try:
+            yield conn
+            ok = True
+        finally:
+            if conn.url and conn.token:  # share a token acquired (or re-acquired after a 401)
+                with self._auth_lock:
+                    self._storage_url, self._token = conn.url, conn.token
+            if ok:
+                self._idle.put(conn)
+            else:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def _call(self, op: Callable[[Any], T]) -> T:
+        with self._connection() as conn:
+            return op(conn)
+
+    async def _run(self, op: Callable[[Any], T], href: str, *, write: bool = False) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writes if write else self._reads, self._call, op)
+        except Exception as exc:
+            raise translate_swift_error(exc, href, self._scrub) from None
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def head(self, key: str) -> ObjectFacts:
+        headers = await self._run(lambda c: c.head_object(self.container, key), self._href(key))
+        return facts_from_headers(headers)
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+
+        def op(conn: Any) -> bytes:
+            _, body = conn.get_object(self.container, key, headers={"Range": f"bytes={start}-{end - 1}"})
+            return body
+
+        return await self._run(op, self._href(key))
+
+    async def get_ranges(self, key: str, starts: list[int], ends: list[int]) -> list[bytes]:
+        return list(await asyncio.gather(*(self.get_range(key, s, e) for s, e in zip(starts, ends, strict=True))))
+
+    async def stream(self, key: str, chunk_size: int) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        href = self._href(key)
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._new_connection()
+        body = None
+        finished = False
+        try:
+            try:
+                _, body = await loop.run_in_executor(
+                    self._reads, lambda: conn.get_object(self.container, key, resp_chunk_size=chunk_size))
+            except Exception as exc:
+                raise translate_swift_error(exc, href, self._scrub) from None
+            while True:
+                try:
+                    chunk = await loop.run_in_executor(self._reads, _next_or_none, body)
+                except Exception as exc:
+                    raise translate_swift_error(exc, href, self._scrub) from None
+                if chunk is None:
+                    finished = True
+                    return
+                yield chunk
+        finally:
+            if conn.url and conn.token:
+                with self._auth_lock:
+                    self._storage_url, self._token = conn.url, conn.token
+            if finished:
+                self._idle.put(conn)
+            else:  # abandoned or failed half way: drop the connection with its unread response
+                with contextlib.suppress(Exception):
+                    if body is not None:
+                        body.close()
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    async def read_metadata(self, key: str) -> dict[str, str]:
+        headers = await self._run(lambda c: c.head_object(self.container, key), self._href(key))
+        return {k[len(META_PREFIX):].lower(): v for k, v in headers.items() if k.lower().startswith(META_PREFIX)}
+
+    async def set_checksum(self, key: str, checksum: str) -> None:
+        """No-op: the checksum is written with the object. A metadata POST would move Last-Modified
+        after the lock recorded it (and replaces every other X-Object-Meta-* header)."""
+
+    async def list(self, prefix: str) -> AsyncIterator[ListedObject]:
+        """Objects under ``prefix`` as a path (``a/b`` lists ``a/b/...``, not ``a/bc``), like obstore."""
+        marker = ""
+        href = self._href(prefix)
+        prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+        while True:
+            page_marker = marker
+
+            def op(conn: Any, page_marker: str = page_marker) -> list[dict]:
+                return conn.get_container(self.container, prefix=prefix or None, marker=page_marker or None,
+                                          limit=self.list_page_size)[1]
+
+            entries = await self._run(op, href)
+            for entry in entries:
+                if "subdir" in entry:
+                    continue
+                yield ListedObject(entry["name"], ObjectFacts(
+                    size=int(entry.get("bytes") or 0),
+                    etag=entry.get("slo_etag") or entry.get("hash"),  # a large object: HEAD's quoted ETag
+                    last_modified=_listing_date(entry.get("last_modified"))))
+            if len(entries) < self.list_page_size or not entries:
+                return
+            marker = entries[-1].get("name") or entries[-1].get("subdir")
+
+    # -- writes --------------------------------------------------------------------------------
+    @staticmethod
+    def _headers(content_type: str | None, metadata: dict[str, str] | None) -> dict[str, str]:
+        headers = {f"X-Object-Meta-{k}": v for k, v in (metadata or {}).items()}
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    def _no_container(self, exc: ObjectNotFound) -> ObjectNotFound:
+        return ObjectNotFound(f"{exc}: does the container {self.container!r} exist? Swift stores do not create "
+                              "it; make it first (swift post <container>)", href=exc.href)
+
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None,
+                        metadata: dict[str, str] | None = None) -> str | None:
+        headers = self._headers(content_type, metadata)
+        try:
+            # a seekable body: swiftclient can resend it after re-authenticating on a 401
+            return await self._run(lambda c: c.put_object(self.container, key, io.BytesIO(data),
+                                                          content_length=len(data), headers=headers),
+                                   self._href(key), write=True)
+        except ObjectNotFound as exc:
+            raise self._no_container(exc) from None
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], *, chunk_size: int, max_concurrency: int,
+                         content_type: str | None = None, metadata: dict[str, str] | None = None) -> str | None:
+        """Whole or not at all: one PUT, a promoted single segment, or an SLO whose manifest is PUT last."""
+        href = self._href(key)
+        feeder = _Feeder(chunks, asyncio.get_running_loop())
+        try:
+            await feeder.fill(min(max(chunk_size, 1), self.segment_size))
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"{href}: reading the source failed: {type(exc).__name__}: {exc}", href=href) from exc
+        if feeder.done and feeder.buffered <= self.segment_size:
+            return await self.put_bytes(key, feeder.drain_buffered(), content_type=content_type, metadata=metadata)
+        headers = self._headers(content_type, metadata)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writes, self._put_segmented, key, feeder, headers)
+        except asyncio.CancelledError:
+            feeder.cancelled = True
+            raise
+        except Exception as exc:
+            if feeder.source_error is not None:
+                source = feeder.source_error
+                if isinstance(source, StoreError):
+                    raise source from None
+                raise StoreError(f"{href}: reading the source failed: {type(source).__name__}: {source}",
+                                 href=href) from None
+            error = translate_swift_error(exc, href, self._scrub)
+            raise (self._no_container(error) if isinstance(error, ObjectNotFound) else error) from None
+
+    def _ensure_segment_container(self) -> None:
+        if not self._segments_ready:
+            self._call(lambda c: c.put_container(self.segment_container))
+            self._segments_ready = True
+
+    def _put_segmented(self, key: str, feeder: _Feeder, headers: dict[str, str]) -> str | None:
+        """In a write thread: stream segments, then promote or write the manifest; clean up on failure."""
+        self._ensure_segment_container()
+        prefix = f"{key}/{time.time():.6f}-{uuid.uuid4().hex[:8]}/"
+        uploaded: list[dict[str, Any]] = []
+        try:
+            while True:
+                name = f"{prefix}{len(uploaded):08d}"
+                counter = [0]
+                uploaded.append({"path": f"/{self.segment_container}/{name}", "name": name})
+                etag = self._call(lambda c, name=name, counter=counter: c.put_object(
+                    self.segment_container, name, feeder.segment(self.segment_size, counter)))
+                uploaded[-1].update(etag=etag, size_bytes=counter[0])
+                if counter[0] < self.segment_size or not feeder.has_more():
+                    break
+            if len(uploaded) == 1:  # fits one segment: a plain object after all
+                response: dict[str, Any] = {}
+                self._call(lambda c: c.copy_object(self.segment_container, uploaded[0]["name"],
+                                                   destination=f"/{self.container}/{key}",
+                                                   headers=headers, fresh_metadata=True, response_dict=response))
+                self._delete_segments(uploaded)
+                return (response.get("headers") or {}).get("etag")
+            manifest = json.dumps([{"path": s["path"], "etag": s["etag"], "size_bytes": s["size_bytes"]}
+                                   for s in uploaded])
+            response = {}
+            self._call(lambda c: c.put_object(self.container, key, manifest, headers=headers,
+                                              query_string="multipart-manifest=put", response_dict=response))
+            return (response.get("headers") or {}).get("etag")
+        except BaseException:
+            self._delete_segments(uploaded)
+            raise
+
+    def _delete_segments(self, segments: list[dict[str, Any]]) -> None:
+        for segment in segments:
+            with contextlib.suppress(Exception):
+                self._call(lambda c, s=segment: c.delete_object(self.segment_container, s["name"]))
+
+    async def delete(self, key: str) -> None:
+        """Delete an object; a static large object together with its segments. A missing one is fine."""
+        from swiftclient.exceptions import ClientException
+
+        def op(conn: Any) -> None:
+            headers = conn.head_object(self.container, key)
+            if str(headers.get("x-static-large-object", "")).lower() == "true":
+                conn.delete_object(self.container, key, query_string="multipart-manifest=delete")
+            else:
+                conn.delete_object(self.container, key)
+
+        def tolerant(conn: Any) -> None:
+            try:
+                op(conn)
+            except ClientException as exc:
+                if exc.http_status != 404:
+                    raise
+
+        await self._run(tolerant, self._href(key), write=True)
+
+    async def copy(self, source_key: str, dest_key: str) -> None:
+        """Server-side COPY (a large object is copied whole, as a plain object of up to 5 GiB)."""
+        await self._run(lambda c: c.copy_object(self.container, source_key,
+                                                destination=f"/{self.container}/{dest_key}"),
+                        self._href(dest_key), write=True)
+
+    # -- helpers beyond the Store protocol -----------------------------------------------------
+    async def ensure_container(self) -> None:
+        await self._run(lambda c: c.put_container(self.container), self.describe, write=True)
+
+    async def set_public_read(self, container: str | None = None, enabled: bool = True) -> None:
+        """Allow (or stop) anonymous reads and listings of a container (default: this store's) and of its
+        segment container, which anonymous reads of a large object need too."""
+        from swiftclient.exceptions import ClientException
+
+        target = container or self.container
+        acl = ".r:*,.rlistings" if enabled else ""
+
+        def op(conn: Any) -> None:
+            conn.post_container(target, {"X-Container-Read": acl})
+            with contextlib.suppress(ClientException):
+                conn.post_container(f"{target}_segments", {"X-Container-Read": acl})
+
+        await self._run(op, f"swift://{target}", write=True)
+
+    async def set_temp_url_key(self, secret: str) -> None:
+        """Set the account's TempURL key (needs an account admin) and use it for :meth:`temp_url`."""
+        await self._run(lambda c: c.post_account({"X-Account-Meta-Temp-URL-Key": secret}), self.describe,
+                        write=True)
+        self._temp_url_key = secret
+
+    async def storage_url(self) -> str:
+        def op(conn: Any) -> str:
+            if not conn.url:
+                conn.url, conn.token = conn.get_auth()
+            return conn.url
+
+        return await self._run(op, self.describe)
+
+    async def temp_url(self, key: str, seconds: int, method: str = "GET") -> str:
+        """A TempURL for ``key``, valid ``seconds``; needs the account's temp-url key (account metadata
+        ``X-Account-Meta-Temp-URL-Key``, or ``temp_url_key`` given to the store)."""
+        from swiftclient.utils import generate_temp_url
+
+        secret = self._temp_url_key
+        if not secret:
+            headers = await self._run(lambda c: c.head_account(), self.describe)
+            secret = headers.get("x-account-meta-temp-url-key")
+            if not secret:
+                raise ConfigError(f"{self.describe}: the account has no temp-url key: set the account metadata "
+                                  "X-Account-Meta-Temp-URL-Key (set_temp_url_key) before asking for a TempURL")
+            self._temp_url_key = secret
+        url = await self.storage_url()
+        parts = urlsplit(url)
+        path = f"{parts.path.rstrip('/')}/{quote(self.container)}/{quote(key)}"
+        signed = generate_temp_url(path, int(seconds), secret, method.upper())
+        return f"{parts.scheme}://{parts.netloc}{signed}"
+
+    def close(self) -> None:
+        self._reads.shutdown(wait=False, cancel_futures=True)
+        self._writes.shutdown(wait=False, cancel_futures=True)
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def _next_or_none(body: Any) -> bytes | None:
+    return next(body, None)
+
+
+def build_swift_store(location: Any, profile: Any) -> SwiftStore:
+    """A :class:`SwiftStore` for ``location`` (kind ``swift``) from the storage profile that covers it."""
+    container = location.container
+    if profile is None:
+        raise ConfigError(
+            f"no storage profile covers swift://{container}: add one with url 'swift://{container}' and either "
+            "auth_url + user + key (TempAuth / v1.0, like ST_AUTH/ST_USER/ST_KEY) or storage_url + token "
+            "(like OS_STORAGE_URL/OS_AUTH_TOKEN)")
+    key = profile.key.get_secret_value() if profile.key else None
+    token = profile.token.get_secret_value() if profile.token else None
+    if not ((profile.storage_url and token) or (profile.auth_url and profile.user and key)):
+        have = [f for f in ("auth_url", "user", "key", "storage_url", "token") if getattr(profile, f)]
+        raise ConfigError(
+            f"storage profile {profile.name!r} ({profile.url}) lacks Swift credentials: set auth_url, user and "
+            "key (TempAuth / v1.0), or storage_url and token (pre-authenticated)"
+            + (f"; it sets only {', '.join(have)}" if have else ""))
+    segment_mib = profile.segment_size_mib or DEFAULT_SEGMENT_SIZE / MiB
+    return SwiftStore(
+        container, auth_url=profile.auth_url, user=profile.user, key=key, storage_url=profile.storage_url,
+        token=token, segment_size=max(1, math.floor(segment_mib * MiB)),
+        segment_container=profile.options.get("segment_container") or None,
+        timeout=parse_duration(profile.timeout), retries=min(profile.max_retries, 10),
+        max_workers=max(4, profile.concurrency or 32),
+        temp_url_key=(profile.secret_options["temp_url_key"].get_secret_value()
+                      if "temp_url_key" in profile.secret_options else None))
