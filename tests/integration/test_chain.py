@@ -191,3 +191,47 @@ def test_no_secret_reaches_event_log_metadata_or_package(chain_env, s3_endpoint,
         assert secret not in text, label
         assert wrong not in text, label
     assert secret.encode() not in package and wrong.encode() not in package
+
+
+@pytest.fixture
+def swift_container(swift_server):
+    from swiftclient import client as sc
+
+    name = f"chain-{hashlib.sha256(str(id(object())).encode()).hexdigest()[:10]}"
+    sc.put_container(swift_server.storage_url, swift_server.token, name)
+    return name
+
+
+def test_chain_relocates_s3_to_swift_and_package_on_webdav(chain_env, swift_server, swift_container,
+                                                          webdav_server, monkeypatch):
+    """Dagster resources configured only by settings and environment: S3 source, Swift target, WebDAV package."""
+    monkeypatch.setenv("TEST_SWIFT_KEY", swift_server.key)
+    monkeypatch.setenv("TEST_DAV_PASSWORD", webdav_server.password)
+    dav_host = webdav_server.url.split("://", 1)[1]
+    raw = chain_env["settings"].model_dump()
+    raw["package"]["url"] = f"webdav://{dav_host}/packages/alps"
+    raw["relocation"]["target"] = f"swift://{swift_container}/mirror"
+    raw["storage"]["profiles"] += [
+        {"name": "swift", "url": f"swift://{swift_container}", "auth_url": swift_server.auth_url,
+         "user": swift_server.user, "key": {"env": "TEST_SWIFT_KEY"}},
+        {"name": "dav", "url": f"webdav://{dav_host}", "username": webdav_server.user,
+         "password": {"env": "TEST_DAV_PASSWORD"}},
+    ]
+    settings = Settings.model_validate(raw)
+    result = dg.materialize(CHAIN, resources=build_resources(settings), instance=dg.DagsterInstance.ephemeral(),
+                            run_config=dg.RunConfig(ops={"validation_report": {"config": {"deep": True}}}))
+    assert result.success
+    expected = chain_env["expected"]
+    assert _meta(result, "relocated_assets")["copied"] == len(expected)
+    assert _meta(result, "validation_report")["ok"] == len(expected)
+
+    from swiftclient import client as sc
+
+    _, listing = sc.get_container(swift_server.storage_url, swift_server.token, swift_container, full_listing=True)
+    assert len(listing) == len(expected)
+    for entry in listing[:5]:  # mirror/<collection>/<item id>/<asset key><ext>
+        _, _, item_id, filename = entry["name"].split("/")
+        _, body = sc.get_object(swift_server.storage_url, swift_server.token, swift_container, entry["name"])
+        assert body == expected[(item_id, filename.split(".")[0])]
+    lock = pq.read_table(webdav_server.root / "packages" / "alps" / "relocated" / "assets.lock.parquet").to_pylist()
+    assert {r["store_type"] for r in lock} == {"swift"} and len(lock) == len(expected)
