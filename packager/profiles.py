@@ -53,6 +53,9 @@ class StorageProfile(BaseModel):
     # -- WebDAV (webdav://host, webdavs://host): HTTP basic auth ------------------------------------
     username: str | None = Field(default=None, description="WebDAV basic-auth user name.")
     password: SecretStr | None = Field(default=None, description="WebDAV basic-auth password.")
+    # -- keystore: the credentials (and clear fields left unset here) come from a named keystore key --------
+    keystore_key: str | None = Field(
+        default=None, description="Name of a keystore key holding this profile's credentials (see packager.keystore).")
 
     @field_validator("url")
     @classmethod

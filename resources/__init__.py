@@ -4,6 +4,7 @@ Nothing here does I/O on its own; the engine in ``packager`` does. Secrets arriv
 values, are handed to the engine as ``SecretStr`` and never reach metadata or logs.
 """
 
+from resources.keystore import KeystoreResource
 from resources.package import PackageResource
 from resources.stac_api import SearchSpec, StacApiResource
 from resources.storage import (
@@ -16,6 +17,7 @@ from resources.storage import (
 
 __all__ = [
     "BucketOverrideConfig",
+    "KeystoreResource",
     "PackageResource",
     "RewriteResource",
     "RewriteRuleConfig",

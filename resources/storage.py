@@ -7,9 +7,11 @@ from functools import cached_property
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from packager.keystore import Keystore
 from packager.profiles import StorageProfile
 from packager.rewrite import BucketOverride, RewriteRule, RewriteRules
 from packager.stores import StoreRegistry
+from resources.keystore import KeystoreResource
 
 
 class StorageProfileConfig(dg.Config):
@@ -41,6 +43,8 @@ class StorageProfileConfig(dg.Config):
     # WebDAV basic auth
     username: str | None = None
     password: str | None = None
+    # credentials (and unset endpoint, region ...) from a named key of the keystore
+    keystore_key: str | None = None
 
     def to_engine(self) -> StorageProfile:
         return StorageProfile(**self.model_dump())
@@ -75,12 +79,21 @@ class StorageResource(dg.ConfigurableResource):
     """The storage profiles of this deployment; one registry (and one client per store) per step."""
 
     profiles: list[StorageProfileConfig] = Field(default_factory=list)
+    keystore: KeystoreResource | None = Field(
+        default=None, description="Keystore whose named keys profiles use (keystore_key); none by default.")
     _registry: StoreRegistry | None = PrivateAttr(default=None)
 
-    def registry(self, rewrite: RewriteResource | None = None) -> StoreRegistry:
+    def registry(self, rewrite: RewriteResource | None = None,
+                 keystore: KeystoreResource | Keystore | None = None) -> StoreRegistry:
+        """One registry per step. With a keystore (given here or configured), profiles naming a key get its
+        credentials when their store is opened; the keystore file itself is read with the plain profiles."""
         if self._registry is None:
-            self._registry = StoreRegistry([p.to_engine() for p in self.profiles],
-                                           rewrite.to_engine() if rewrite else RewriteRules())
+            profiles = [p.to_engine() for p in self.profiles]
+            rules = rewrite.to_engine() if rewrite else RewriteRules()
+            keystore = keystore if keystore is not None else self.keystore
+            if isinstance(keystore, KeystoreResource):
+                keystore = keystore.load(StoreRegistry(profiles, rules))
+            self._registry = StoreRegistry(profiles, rules, keystore=keystore)
         return self._registry
 
     @cached_property

@@ -15,10 +15,12 @@ from urllib.parse import urljoin, urlsplit
 from obstore.store import AzureStore, GCSStore, HTTPStore, LocalStore, S3Store
 
 from packager.errors import ConfigError
+from packager.keystore import KINDS, Keystore, KeystoreError
 from packager.locations import Location, parse_href
 from packager.profiles import StorageProfile, pick_profile
 from packager.rewrite import RewriteRules
 from packager.stores.base import Store
+from packager.stores.guarded import GuardedStore
 from packager.stores.obstore_backend import ObstoreStore
 
 #: builds a Store for kinds obstore does not serve (swift, webdav): (location, profile) -> Store
@@ -29,12 +31,13 @@ class StoreRegistry:
     """Resolves hrefs to locations and locations to cached :class:`Store` clients."""
 
     def __init__(self, profiles: Sequence[StorageProfile] = (), rewrite: RewriteRules | None = None,
-                 extra_backends: dict[str, BackendFactory] | None = None) -> None:
+                 extra_backends: dict[str, BackendFactory] | None = None, *, keystore: Keystore | None = None) -> None:
         names = [p.name for p in profiles]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"storage profile names must be unique; repeated: {', '.join(duplicates)}")
-        self.profiles = list(profiles)
+        self.keystore = keystore
+        self.profiles = [_with_key_fields(p, keystore) for p in profiles]
         self.rewrite = rewrite or RewriteRules()
         self._extra = dict(extra_backends or {})
         self._cache: dict[tuple, Store] = {}
@@ -66,9 +69,42 @@ class StoreRegistry:
         with self._lock:
             store = self._cache.get(cache_key)
             if store is None:
-                store = self._build(location, profile)
+                if profile is not None and profile.keystore_key:
+                    creds = self._key_credentials(profile)  # decrypted now, held only by the client
+                    store = GuardedStore(self._build(location, profile.model_copy(update=creds.profile_update())),
+                                         key_name=creds.name, capabilities=creds.capabilities)
+                else:
+                    store = self._build(location, profile)
                 self._cache[cache_key] = store
             return store
+
+    # -- keystore capabilities -----------------------------------------------------------------------
+    def _key_credentials(self, profile: StorageProfile):
+        if self.keystore is None:
+            raise ConfigError(f"storage profile {profile.name!r} takes its credentials from keystore key "
+                              f"{profile.keystore_key!r}, but no keystore is configured (settings: keystore.url)")
+        return self.keystore.credentials(profile.keystore_key)
+
+    def check_capability(self, location: Location, capability: str, what: str = "") -> None:
+        """Raise :class:`KeystoreError` naming the key if the profile serving ``location`` uses a keystore key
+        without ``capability``. Profiles without a keystore key are not restricted here."""
+        profile = self.profile_for(location)
+        if profile is None or not profile.keystore_key:
+            return
+        creds = self._key_credentials(profile)
+        if capability not in creds.capabilities:
+            raise KeystoreError(
+                f"keystore key {creds.name!r} (storage profile {profile.name!r}) is "
+                f"{'read-only' if capability == 'write' else 'write-only'}: it lacks the {capability!r} capability "
+                f"(it has: {', '.join(creds.capabilities)}), so it cannot {capability} {location}"
+                + (f"; {what}" if what else "")
+                + ". Use a key with that capability for this profile.")
+
+    def check_writable(self, location: Location, what: str = "") -> None:
+        self.check_capability(location, "write", what)
+
+    def check_readable(self, location: Location, what: str = "") -> None:
+        self.check_capability(location, "read", what)
 
     def concurrency_for(self, location: Location, default: int) -> int:
         profile = self.profile_for(location)
@@ -137,6 +173,36 @@ class StoreRegistry:
         if not profile and not override:
             config.setdefault("skip_signature", True)  # unknown bucket: anonymous, like a public dataset
         return config
+
+
+def _with_key_fields(profile: StorageProfile, keystore: Keystore | None) -> StorageProfile:
+    """The profile with the clear fields of its keystore key filled in where the profile leaves them unset."""
+    if not profile.keystore_key:
+        return profile
+    spec_secrets = [f for f in ("access_key_id", "secret_access_key", "session_token", "key", "token", "password")
+                    if getattr(profile, f) is not None]
+    if spec_secrets or profile.secret_options:
+        raise ConfigError(f"storage profile {profile.name!r} names keystore key {profile.keystore_key!r} and also "
+                          f"sets {', '.join(spec_secrets) or 'secret_options'}: take credentials from one place only")
+    if keystore is None:
+        return profile  # a registry without keystore (e.g. the one that reads the keystore file) fails on use
+    entry = keystore.entry(profile.keystore_key)
+    kind = parse_href(profile.url).kind if "://" in profile.url else None
+    spec = KINDS.get(entry.kind)
+    if spec is None or kind not in spec.schemes:
+        raise ConfigError(f"storage profile {profile.name!r} ({profile.url}) cannot use keystore key "
+                          f"{entry.name!r}: it is a {entry.kind} key")
+    bucket = entry.fields.get("bucket")
+    container = parse_href(profile.url).container
+    if bucket and container and bucket != container:
+        raise ConfigError(f"storage profile {profile.name!r} serves {profile.url}, but keystore key {entry.name!r} "
+                          f"is for bucket {bucket!r}")
+    update = {}
+    for name, value in entry.fields.items():
+        target = spec.profile_fields.get(name)
+        if target and value not in (None, "") and getattr(profile, target) in (None, False):
+            update[target] = value
+    return profile.model_copy(update=update) if update else profile
 
 
 def _generic_config(profile: StorageProfile | None) -> dict[str, Any]:
