@@ -1,29 +1,52 @@
-"""The code location: assets, checks, jobs and resources, assembled in one place.
+"""The code location: assets, checks, jobs, schedule, sensor and resources, assembled in one place.
 
 Resources come from the settings file named by ``STAC_PACKAGER_CONFIG`` (see
 :mod:`pipelines.settings`), so the same code runs the offline demo, a laptop against Earth Search and
-a Kubernetes deployment.
+a Kubernetes deployment. ``partitions:`` in that file partitions the chain by acquisition time and adds
+the schedule of the previous partition; the revalidation sensor is always there (stopped until started).
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets import CHAIN, validation_report
-from pipelines.settings import build_resources, load_settings
+from pipelines.assets import build_chain
+from pipelines.partitions import STORE_TAG, build_partitions_def, store_kind
+from pipelines.schedules import build_package_schedule
+from pipelines.sensors import build_revalidation_sensor
+from pipelines.settings import Settings, build_resources, load_settings
 
-package_job = dg.define_asset_job(
-    "package_stac", selection=dg.AssetSelection.assets(*CHAIN),
-    description="Search, write items.parquet, lock, relocate and validate: the whole package.")
-
-revalidate_job = dg.define_asset_job(
-    "revalidate", selection=dg.AssetSelection.assets(validation_report),
-    description="Check the relocated lock against the live objects again.")
+PACKAGE_JOB = "package_stac"
+REVALIDATE_JOB = "revalidate"
 
 
-def build_definitions(settings_path: str | None = None) -> dg.Definitions:
-    return dg.Definitions(assets=CHAIN, jobs=[package_job, revalidate_job],
-                          resources=build_resources(load_settings(settings_path)))
+def build_definitions(settings_path: str | None = None, *, settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or load_settings(settings_path)
+    chain = build_chain(settings)
+    partitions_def = build_partitions_def(settings.partitions)
+    # run-level tag for the run queue's per-backend limits (deploy/dagster.yaml): the store a run loads most
+    run_tags = {STORE_TAG: store_kind(settings.relocation.target)}
+    package_job = dg.define_asset_job(
+        PACKAGE_JOB, selection=dg.AssetSelection.assets(*chain), tags=run_tags,
+        description="Search, write items.parquet, lock, relocate and validate: the whole package.")
+    # the asset, not only its check: a check-only job of a partitioned asset has no partitions (it could not run)
+    revalidate_job = dg.define_asset_job(
+        REVALIDATE_JOB, selection=dg.AssetSelection.assets(chain[-1]), tags=run_tags,
+        description="Check the relocated lock against the live objects again.")
+    schedules = []
+    if partitions_def is not None and settings.partitions.schedule.enabled:
+        package_url = _package_url(settings)
+        schedules.append(build_package_schedule(package_job, partitions_def, settings.partitions, package_url))
+    sensor = build_revalidation_sensor(revalidate_job, partitions_def,
+                                       max_age_hours=settings.validation.max_age_hours,
+                                       minimum_interval_seconds=settings.validation.sensor_interval_seconds)
+    return dg.Definitions(assets=chain, jobs=[package_job, revalidate_job], schedules=schedules,
+                          sensors=[sensor], resources=build_resources(settings))
+
+
+def _package_url(settings: Settings) -> str:
+    """The package URL as the package resource holds it (plain paths made absolute)."""
+    return build_resources(settings)["package"].url
 
 
 defs = build_definitions()

@@ -9,7 +9,9 @@ stac_api: {url: https://earth-search.aws.element84.com/v1, headers: {Authorizati
 search: {collections: [sentinel-2-l2a], bbox: [11.0, 46.0, 11.5, 46.5], datetime: "2024-06-01/2024-06-03"}
 package: {url: s3://my-bucket/packages/alps, checksum: true, exclude_asset_keys: [rendered_preview]}
 relocation: {target: s3://my-bucket/assets, key_template: "{collection}/{item_id}/{asset_key}{ext}"}
-validation: {deep: false}
+validation: {deep: false, max_age_hours: 24, sensor_interval_seconds: 300}   # revalidation sensor
+partitions: {kind: daily, start: "2024-01-01", timezone: UTC, schedule: {hour: 3}}  # or monthly; none (default)
+retries: {max_retries: 3, delay: 5, backoff: exponential}                          # I/O assets
 storage:
   profiles:
     - {name: mine, url: s3://my-bucket, region: eu-central-1,
@@ -17,6 +19,9 @@ storage:
 rewrite:
   rules: [{prefix: "https://sentinel-cogs.s3.us-west-2.amazonaws.com/", replacement: "s3://sentinel-cogs/"}]
   buckets: [{bucket: sentinel-cogs, region: us-west-2, skip_signature: true}]
+keystore:   # optional: profiles then say `keystore_key: NAME` instead of carrying credentials
+  {url: s3://my-bucket/keystore.json, private_key: {env: STAC_PACKAGER_KEYSTORE_PRIVATE_KEY},
+   passphrase: {env: STAC_PACKAGER_KEYSTORE_PASSPHRASE}}   # or private_key_file: /secrets/keystore/private-key
 ```
 """
 
@@ -25,15 +30,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from packager.errors import ConfigError
 from resources import (
     BucketOverrideConfig,
+    KeystoreResource,
     PackageResource,
     RewriteResource,
     RewriteRuleConfig,
@@ -79,10 +85,57 @@ class RelocationSettingsFile(_Section):
 
 class ValidationSettings(_Section):
     deep: bool = False
+    max_age_hours: float = Field(default=24.0, gt=0, description="Revalidate a package whose last validation "
+                                                                  "report is older than this.")
+    sensor_interval_seconds: int = Field(default=300, ge=1, description="How often the revalidation sensor looks.")
+
+
+class ScheduleSettings(_Section):
+    """When the schedule packages the previous partition (in ``partitions.timezone``)."""
+
+    enabled: bool = True
+    hour: int = Field(default=3, ge=0, le=23)
+    minute: int = Field(default=0, ge=0, le=59)
+
+
+class PartitionSettings(_Section):
+    """Time-window partitions over acquisition datetime; ``none`` keeps the chain unpartitioned."""
+
+    kind: Literal["none", "daily", "monthly"] = "none"
+    start: str = "2020-01-01"
+    end: str | None = None
+    timezone: str = "UTC"
+    end_offset: int = 0
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+
+
+class RetrySettings(_Section):
+    """Dagster retries of the I/O assets (on top of the engine's per-request retries)."""
+
+    max_retries: int = Field(default=3, ge=0)
+    delay: float = Field(default=5.0, ge=0, description="Seconds before the first retry.")
+    backoff: Literal["exponential", "linear", "none"] = "exponential"
 
 
 class StorageSettings(_Section):
     profiles: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class KeystoreSettings(_Section):
+    """The encrypted keystore profiles name keys of (``keystore_key``); its private key only as ``{env: NAME}``."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    url: str = Field(description="The keystore file: a path or a URL ('s3://bucket/keystore.json').")
+    private_key: dict[str, str] | None = Field(default=None, description="{env: NAME} holding the private key PEM.")
+    private_key_file: str | None = Field(default=None, description="Or a file with the PEM (a mounted Secret).")
+    passphrase: dict[str, str] | None = Field(default=None, description="{env: NAME} holding its passphrase.")
+
+    @field_validator("private_key", "passphrase", mode="before")
+    @classmethod
+    def _env_only(cls, value: Any) -> Any:
+        if value is not None and not (isinstance(value, dict) and set(value) == {"env"}):
+            raise ValueError("must be an {env: NAME} reference, never the secret itself")
+        return value
 
 
 class RewriteSettings(_Section):
@@ -100,6 +153,9 @@ class Settings(_Section):
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
+    partitions: PartitionSettings = Field(default_factory=PartitionSettings)
+    retries: RetrySettings = Field(default_factory=RetrySettings)
+    keystore: KeystoreSettings | None = None
 
 
 def load_settings(path: str | os.PathLike | None = None) -> Settings:
@@ -145,6 +201,13 @@ def _absolute(url_or_path: str) -> str:
     return url_or_path if "://" in url_or_path else os.path.abspath(url_or_path)
 
 
+def _keystore(keystore: KeystoreSettings | None) -> KeystoreResource | None:
+    if keystore is None:
+        return None
+    return KeystoreResource(url=_absolute(keystore.url), private_key=_env_refs(keystore.private_key),
+                            private_key_file=keystore.private_key_file, passphrase=_env_refs(keystore.passphrase))
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The resources every asset of the chain takes, built from one settings value."""
     relocation = settings.relocation
@@ -166,7 +229,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
                                     default_search=_search_spec(settings.search)),
         "package": PackageResource(**package_kwargs),
         "storage": StorageResource(profiles=[StorageProfileConfig(**_env_refs(p))
-                                             for p in settings.storage.profiles]),
+                                             for p in settings.storage.profiles],
+                                   keystore=_keystore(settings.keystore)),
         "rewrite": RewriteResource(rules=[RewriteRuleConfig(**r) for r in settings.rewrite.rules],
                                    buckets=[BucketOverrideConfig(**b) for b in settings.rewrite.buckets]),
     }

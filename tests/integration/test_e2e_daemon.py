@@ -1,0 +1,208 @@
+"""End to end through a real webserver and daemon: a 2-partition backfill over GraphQL, then the sensor.
+
+``dagster-webserver`` and ``dagster-daemon`` run from ``workspace.yaml`` on 127.0.0.1 with a temporary
+DAGSTER_HOME (sqlite storage; run queue, concurrency limits and pools from ``deploy/dagster.yaml``).
+The backfill packages two days of the synthetic collection; then one relocated copy is changed and its
+partition's relocated lock written again; the revalidation sensor, started over GraphQL, requests a
+``revalidate`` run for that partition whose ``validation_clean`` check fails for exactly that object.
+
+Both servers start in their own session with INT/TERM at their defaults, and the whole process group
+(code servers, run workers) is stopped at the end whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.integration.test_partitions import DAYS, partition_env  # noqa: F401 (fixture)
+
+# Opt-in: 2-4 min on an idle 2-core machine (backfill about 110 s), up to 6.5 min measured under load,
+# so it stays out of `make test`. Run it with STAC_PACKAGER_E2E=1.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600),
+              pytest.mark.skipif(os.environ.get("STAC_PACKAGER_E2E") != "1",
+                                 reason="webserver + daemon end to end: set STAC_PACKAGER_E2E=1")]
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+LOCATION = {"repositoryLocationName": "stac_packager", "repositoryName": "__repository__"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Servers:
+    def __init__(self, env: dict[str, str], logs: Path):
+        self.env, self.logs, self.procs = env, logs, []
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(["env", "--default-signal=INT,TERM", str(BIN / name), *args], cwd=REPO,
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        self.procs.append((proc, log))
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            _signal_group(proc, signal.SIGINT)
+        deadline = time.monotonic() + 20
+        for proc, log in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            _signal_group(proc, signal.SIGKILL)  # whatever is left of the group: code servers, run workers
+            proc.wait(timeout=10)
+            log.close()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)  # start_new_session: the group id is the child's pid
+
+
+class GraphQL:
+    def __init__(self, port: int):
+        self.url = f"http://127.0.0.1:{port}/graphql"
+
+    def __call__(self, query: str, **variables) -> dict:
+        response = httpx.post(self.url, json={"query": query, "variables": variables}, timeout=60)
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+
+def _wait(what: str, check, timeout: float, every: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def _up(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+RUNS = """query($filter: RunsFilter) { runsOrError(filter: $filter) { __typename
+  ... on Runs { results { runId status tags { key value } } } ... on PythonError { message } } }"""
+
+
+def test_backfill_then_sensor_revalidation(partition_env, s3_client, tmp_path):  # noqa: F811
+    started = time.monotonic()
+    settings = partition_env["settings"].model_copy(deep=True)
+    settings.validation.sensor_interval_seconds = 5
+    package, mirror = partition_env["package"], partition_env["mirror"]
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    instance_config = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
+    del instance_config["storage"]  # sqlite in DAGSTER_HOME; the rest (queue, limits, pools) as deployed
+    instance_config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "STAC_PACKAGER_CONFIG": str(config),
+           "DAGSTER_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+    port = _free_port()
+    # Create the storage once before the two servers start: both would migrate a fresh sqlite home at once
+    # and one dies on "table alembic_version already exists" (a deployment runs this step too).
+    subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "migrate"], env=env, cwd=REPO,
+                   check=True, capture_output=True, timeout=300)
+    servers = Servers(env, tmp_path)
+    try:
+        servers.start("dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port))
+        servers.start("dagster-daemon", "run", "-w", "workspace.yaml")
+        _wait("the webserver", lambda: _up(port), 120)
+        print(f"\n[{time.monotonic() - started:.0f} s] webserver up", flush=True)
+        gql = GraphQL(port)
+
+        chain = ["search_results", "items_parquet", "assets_lock", "relocated_assets", "validation_report"]
+        launched = gql("""mutation($b: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $b) {
+            __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
+                       b={"assetSelection": [{"path": [a]} for a in chain], "partitionNames": DAYS,
+                          "tags": [{"key": "trigger", "value": "e2e-test"}]})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill = launched["backfillId"]
+
+        def backfill_done():
+            status = gql("""query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+                ... on PartitionBackfill { status } } }""", id=backfill)["partitionBackfillOrError"]["status"]
+            assert status in ("REQUESTED", "COMPLETED", "COMPLETED_SUCCESS"), f"backfill {status}"
+            return status in ("COMPLETED", "COMPLETED_SUCCESS")
+
+        _wait("the backfill", backfill_done, 300, every=3)
+        runs = gql(RUNS, filter={"tags": [{"key": "dagster/backfill", "value": backfill}]})["runsOrError"]["results"]
+        assert sorted(next(t["value"] for t in r["tags"] if t["key"] == "dagster/partition") for r in runs) == DAYS
+        assert {r["status"] for r in runs} == {"SUCCESS"}
+        backfill_seconds = time.monotonic() - started
+        print(f"[{backfill_seconds:.0f} s] backfill done", flush=True)
+
+        # One copy of the second day changes; its relocated lock is written again after its validation.
+        lock_key = f"packages/synth/partitions/{DAYS[1]}/relocated/assets.lock.parquet"
+        body = s3_client.get_object(Bucket=package, Key=lock_key)["Body"].read()
+        victim = pq.read_table(io.BytesIO(body)).to_pylist()[2]
+        time.sleep(1.1)  # S3 times have 1 s resolution
+        s3_client.put_object(Bucket=mirror, Key=victim["key"], Body=b"not the locked bytes")
+        s3_client.put_object(Bucket=package, Key=lock_key, Body=body)
+
+        state = gql("""mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename
+            ... on Sensor { sensorState { status } } ... on PythonError { message } } }""",
+                    s={**LOCATION, "sensorName": "revalidate_packages"})["startSensor"]
+        assert state["__typename"] == "Sensor" and state["sensorState"]["status"] == "RUNNING", state
+
+        sensor_filter = {"tags": [{"key": "dagster/sensor_name", "value": "revalidate_packages"}]}
+
+        def revalidated():
+            found = gql(RUNS, filter=sensor_filter)["runsOrError"]["results"]
+            finished = [r for r in found if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+            return finished if finished and len(finished) == len(found) else None
+
+        [run] = _wait("the sensor's revalidation run", revalidated, 150, every=3)
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        assert run["status"] == "SUCCESS"  # the asset is written; its check tells the drift
+        assert tags["dagster/partition"] == DAYS[1] and tags["stac-packager/reason"] == "lock-changed"
+        assert tags["stac-packager/package"] == f"s3://{package}/packages/synth/partitions/{DAYS[1]}"
+
+        executions = gql("""query($k: AssetKeyInput!) { assetCheckExecutions(assetKey: $k,
+            checkName: "validation_clean", limit: 10) { runId status partition
+            evaluation { success metadataEntries { label ... on IntMetadataEntry { intValue } } } } }""",
+                         k={"path": ["validation_report"]})["assetCheckExecutions"]
+        print(f"[{time.monotonic() - started:.0f} s] revalidated", flush=True)
+        [failed] = [e for e in executions if e["runId"] == run["runId"]]
+        assert failed["status"] == "FAILED" and failed["partition"] == DAYS[1]
+        metadata = {m["label"]: m.get("intValue") for m in failed["evaluation"]["metadataEntries"]}
+        assert metadata["drifted"] == 1
+        assert sorted(e["partition"] for e in executions if e["status"] == "SUCCEEDED") == DAYS  # the backfill's
+
+        report_key = f"packages/synth/partitions/{DAYS[1]}/validation/report.parquet"
+        report = pq.read_table(io.BytesIO(s3_client.get_object(Bucket=package, Key=report_key)["Body"].read()))
+        assert [(r["item_id"], r["asset_key"]) for r in report.to_pylist() if r["status"] != "ok"] == \
+            [(victim["item_id"], victim["asset_key"])]
+        print(f"\ne2e: backfill of {len(DAYS)} partitions done after {backfill_seconds:.0f} s; "
+              f"whole test {time.monotonic() - started:.0f} s")
+    finally:
+        servers.stop()
+        for name in ("dagster-webserver", "dagster-daemon"):
+            log = tmp_path / f"{name}.log"
+            if log.exists():
+                print(f"--- {name} (tail)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
