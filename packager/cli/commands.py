@@ -1,0 +1,494 @@
+"""The commands. Each calls the engine functions the Dagster assets call (``pipelines/assets.py``) and
+publishes the same package files (:data:`packager.package.LAYOUT`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from packager.cli.runtime import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Failed,
+    Runtime,
+    UsageError,
+    parse_size,
+    split_list,
+)
+from packager.package import LAYOUT
+
+PARQUET = "application/vnd.apache.parquet"
+MiB = 1 << 20
+
+
+def _mib(n: int | None) -> float:
+    return round((n or 0) / MiB, 3)
+
+
+# -- search ------------------------------------------------------------------------------------------
+def _json_arg(name: str, value: str | None) -> Any:
+    """A JSON option given inline or as a file path."""
+    if value is None:
+        return None
+    text = value
+    if not value.lstrip().startswith(("{", "[")):
+        path = Path(value)
+        if not path.is_file():
+            raise UsageError(f"--{name} {value!r} is neither JSON nor an existing file")
+        text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--{name}: not valid JSON ({exc})") from None
+
+
+def cmd_search(rt: Runtime) -> int:
+    from pydantic import ValidationError
+
+    from packager.items import ndjson_to_geoparquet
+    from packager.search import SearchRequest
+
+    a = rt.args
+    overrides: dict[str, Any] = {}
+    if a.collections:
+        overrides["collections"] = split_list(a.collections)
+    if a.bbox:
+        try:
+            overrides["bbox"] = [float(v) for v in a.bbox.split(",")]
+        except ValueError:
+            raise UsageError(f"--bbox {a.bbox!r}: give comma-separated numbers xmin,ymin,xmax,ymax") from None
+    if a.intersects:
+        geometry = _json_arg("intersects", a.intersects)
+        overrides["intersects"] = geometry.get("geometry", geometry) if geometry.get("type") == "Feature" else geometry
+    for name in ("datetime", "sortby"):
+        if getattr(a, name):
+            overrides[name] = getattr(a, name)
+    if a.ids:
+        overrides["ids"] = split_list(a.ids)
+    if a.filter:
+        overrides["filter"] = _json_arg("filter", a.filter) if a.filter.lstrip().startswith("{") else a.filter
+    if a.query:
+        overrides["query"] = _json_arg("query", a.query)
+    if a.limit is not None:
+        overrides["limit"] = a.limit
+    if a.max_items is not None:
+        overrides["max_items"] = a.max_items
+    if a.method:
+        overrides["method"] = a.method
+    stac_api = rt.resources.stac_api
+    base = {} if a.no_default_search else stac_api.default_search.overrides()
+    try:
+        request = SearchRequest(**{**base, **overrides})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'search'}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"search request: {problems}") from None
+    api = a.url or stac_api.url
+    if a.url:
+        from packager.search import search_to_ndjson
+
+        def run(out: Path):
+            return search_to_ndjson(a.url, request, out, headers=stac_api.headers, max_retries=stac_api.max_retries)
+    else:
+        def run(out: Path):
+            return stac_api.search(request, out)
+    scratch = rt.scratch()
+    rt.info(f"searching {api} ...")
+    summary = run(scratch / "items.ndjson")
+    record = {**summary.request, "api": api, "returned": summary.returned, "matched": summary.matched,
+              "duplicates_dropped": summary.duplicates_dropped, "pages": summary.pages}
+    written: dict[str, str] = {}
+    if a.package:
+        package = rt.package(a.package)
+        (scratch / "request.json").write_text(json.dumps(record, indent=2))
+        written["items"] = package.publish(scratch / "items.ndjson", LAYOUT.search_items, "application/x-ndjson")
+        written["request"] = package.publish(scratch / "request.json", LAYOUT.search_request, "application/json")
+    if a.output:
+        out = Path(a.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() in (".parquet", ".geoparquet"):
+            if summary.returned:
+                ndjson_to_geoparquet(scratch / "items.ndjson", out)
+            else:
+                raise Failed(f"the search returned no items; {out} was not written")
+        else:
+            from packager.atomic import atomic_path
+
+            with atomic_path(out) as tmp:
+                tmp.write_bytes((scratch / "items.ndjson").read_bytes())
+        written["output"] = str(out)
+    if not a.output and not a.package:
+        sys.stdout.buffer.write((scratch / "items.ndjson").read_bytes())
+        sys.stdout.flush()
+    result = {"returned": summary.returned, "matched": summary.matched, "pages": summary.pages,
+              "retries": summary.retries, "seconds": round(summary.seconds, 3), "request": summary.request,
+              "written": written}
+    if rt.json and (a.output or a.package):
+        rt.emit_json(result)
+    else:
+        rt.info(f"{summary.returned} item(s) in {summary.pages} page(s)"
+                + (f" of {summary.matched} matched" if summary.matched is not None else "")
+                + "".join(f"\n  {k}: {v}" for k, v in written.items()))
+    return EXIT_OK
+
+
+# -- build -------------------------------------------------------------------------------------------
+def _asset_total(items_parquet: Path, include: list[str] | None, exclude: list[str]) -> int | None:
+    """How many assets the lock will look at: non-null asset structs of the kept keys (for the progress bar)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        column = pq.read_table(items_parquet, columns=["assets"]).column("assets").combine_chunks()
+    except (KeyError, pa.ArrowInvalid):
+        return None
+    if not pa.types.is_struct(column.type):
+        return None
+    total = 0
+    for i, f in enumerate(column.type):
+        if (include is None or f.name in include) and f.name not in exclude:
+            total += pc.sum(pc.and_(pc.is_valid(column.field(i)), pc.is_valid(column))).as_py() or 0
+    return total
+
+
+def cmd_build(rt: Runtime) -> int:
+    from packager.cli.inputs import items_as_ndjson
+    from packager.items import iter_items, ndjson_to_geoparquet
+    from packager.lock import AssetFilter, build_lock, write_failures
+
+    a = rt.args
+    scratch = rt.scratch()
+    ndjson, kind = items_as_ndjson(a.input, scratch)
+    pkg_settings = rt.settings.package
+    package = rt.package(a.package)
+    include = split_list(a.include_asset_keys) if a.include_asset_keys else pkg_settings.include_asset_keys
+    exclude = split_list(a.exclude_asset_keys) if a.exclude_asset_keys is not None else pkg_settings.exclude_asset_keys
+    checksum = pkg_settings.checksum if a.checksum is None else a.checksum
+    concurrency = a.concurrency or pkg_settings.lock_concurrency
+    rt.info(f"items from {a.input} ({kind}) -> {package.root.href()}")
+    items_summary = ndjson_to_geoparquet(ndjson, scratch / "items.parquet")
+    items_href = package.publish(scratch / "items.parquet", LAYOUT.items, PARQUET)
+    total = _asset_total(scratch / "items.parquet", include, exclude)
+    with rt.progress("lock" + (" + sha256" if checksum else ""), total) as update:
+        summary = build_lock(iter_items(scratch / "items.parquet"), rt.registry, scratch / "lock.parquet",
+                             checksum=checksum, concurrency=concurrency, assets=AssetFilter(include, exclude),
+                             progress=lambda done: update(done, total))
+    write_failures(scratch / "failures.parquet", summary.failures)
+    package.publish(scratch / "failures.parquet", LAYOUT.lock_failures, PARQUET)
+    result = {
+        "package": package.root.href(), "items": items_summary.items, "collections": items_summary.collections,
+        "asset_keys": items_summary.asset_keys, "locked": summary.rows, "failed": len(summary.failures),
+        "bytes": summary.bytes, "checksums": summary.checksums, "seconds": round(summary.seconds, 3),
+        "files": {"items": items_href},
+        "failures": [f.as_record() for f in summary.failures[:20]],
+    }
+    if not summary.failures:
+        result["files"]["lock"] = package.publish(scratch / "lock.parquet", LAYOUT.lock, PARQUET)
+    if rt.json:
+        rt.emit_json(result)
+    elif not rt.quiet:
+        rt.err.print(f"{items_summary.items} item(s), {summary.rows} asset(s) locked ({_mib(summary.bytes)} MiB"
+                     f"{f', {summary.checksums} sha256' if checksum else ''}) in {summary.seconds:.2f} s")
+        for name, href in result["files"].items():
+            rt.err.print(f"  {name}: {href}")
+    if summary.failures:
+        for failure in summary.failures[:20]:
+            rt.err.print(f"[red]not locked[/red] {failure.collection or '-'}/{failure.item_id}/{failure.asset_key}: "
+                         f"{failure.error}", markup=True)
+        raise Failed(f"{len(summary.failures)} asset(s) could not be locked, so {LAYOUT.lock} was not written "
+                     f"(listed in {LAYOUT.lock_failures}); mend them with a rewrite rule or storage profile in the "
+                     "settings, or leave them out with --exclude-asset-keys")
+    return EXIT_OK
+
+
+# -- inspect -----------------------------------------------------------------------------------------
+def cmd_inspect(rt: Runtime) -> int:
+    from packager.cli.report import inspect_package, render_markdown, render_text
+
+    package = rt.package(rt.args.package)
+    info = inspect_package(package)
+    fmt = "json" if rt.json else rt.args.format
+    if fmt == "json":
+        rt.emit_json(info)
+    elif fmt == "markdown":
+        sys.stdout.write(render_markdown(info))
+    else:
+        render_text(info, rt.out)
+    return EXIT_OK
+
+
+# -- validate ----------------------------------------------------------------------------------------
+def _lock_source(rt: Runtime, package_arg: str | None, which: str):
+    """``(package or None, local lock path, lock name)`` for validate and relocate."""
+    if package_arg and package_arg.endswith(".parquet") and Path(package_arg).is_file():
+        return None, Path(package_arg), package_arg
+    package = rt.package(package_arg)
+    if which == "auto":
+        which = "relocated" if package.exists(LAYOUT.relocated_lock) else "source"
+    relative = {"relocated": LAYOUT.relocated_lock, "source": LAYOUT.lock}.get(which)
+    if relative is None:
+        if Path(which).is_file():
+            return package, Path(which), which
+        raise UsageError(f"--lock {which!r}: use 'source', 'relocated', 'auto' or the path of a lock file")
+    hint = "run `stac-packager relocate` first" if which == "relocated" else "run `stac-packager build` first"
+    return package, package.fetch(relative, hint=hint), relative
+
+
+def cmd_validate(rt: Runtime) -> int:
+    import pyarrow.parquet as pq
+
+    from packager.validate import validate
+
+    a = rt.args
+    package, lock_path, lock_name = _lock_source(rt, a.package, a.lock)
+    deep = rt.settings.validation.deep if a.deep is None else a.deep
+    scratch = rt.scratch()
+    from packager.lock import count_rows
+
+    total = count_rows(lock_path)
+    with rt.progress(f"validate {'deep' if deep else 'quick'}", total) as update:
+        summary = validate(lock_path, rt.registry, scratch / "report.parquet", deep=deep,
+                           concurrency=a.concurrency or rt.settings.package.lock_concurrency, progress=update)
+    report_href = None
+    if a.report:
+        from packager.publish import package_location, publish
+        report_href = publish(scratch / "report.parquet", package_location(a.report, rt.registry), rt.registry,
+                              content_type=PARQUET)
+    elif package is not None and not a.no_report:
+        report_href = package.publish(scratch / "report.parquet", LAYOUT.validation_report, PARQUET)
+    for batch in pq.ParquetFile(scratch / "report.parquet").iter_batches(batch_size=4096):
+        for record in batch.to_pylist():
+            if a.only_failures and record["status"] == "ok":
+                continue
+            sys.stdout.write(json.dumps({"asset": f"{record['collection'] or '-'}/{record['item_id']}/"
+                                                  f"{record['asset_key']}", **record}, default=str) + "\n")
+    result = {"lock": lock_name, "rows": summary.rows, "counts": summary.counts, "clean": summary.clean,
+              "deep": deep, "unverifiable_checksums": summary.unverifiable_checksums,
+              "bytes_checked": summary.bytes_checked, "bytes_read": summary.bytes_read,
+              "seconds": round(summary.seconds, 3), "report": report_href}
+    if rt.json:
+        rt.emit_json({"summary": result})
+    sys.stdout.flush()
+    if not rt.quiet and not rt.json:
+        counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items())
+        rt.err.print(f"{lock_name}: {summary.rows} object(s) checked ({'deep' if deep else 'quick'}): {counts} "
+                     f"in {summary.seconds:.2f} s" + (f"\n  report: {report_href}" if report_href else ""))
+    if not summary.clean:
+        for brief in summary.first_failures:
+            rt.err.print(f"{brief['status'].upper()} {brief['asset']}: {brief['detail']}", markup=False)
+        if summary.rows == 0:
+            raise Failed(f"{lock_name} has no rows: nothing was validated")
+        raise Failed(f"{summary.drifted} of {summary.rows} object(s) drifted from {lock_name}")
+    return EXIT_OK
+
+
+# -- relocate ----------------------------------------------------------------------------------------
+def _relocation_settings(rt: Runtime):
+    from packager.relocate import RelocationSettings
+    from packager.templates import DEFAULT_TEMPLATE
+
+    a, r = rt.args, rt.settings.relocation
+    return RelocationSettings(
+        concurrency=a.concurrency or r.concurrency,
+        memory_limit=parse_size(a.memory_limit) if a.memory_limit else r.memory_limit_mib * MiB,
+        chunk_size=parse_size(a.chunk_size) if a.chunk_size else r.chunk_size_mib * MiB,
+        put_concurrency=r.put_concurrency, verify=a.verify or r.verify,
+        key_template=a.key_template or r.key_template or DEFAULT_TEMPLATE)
+
+
+def _plan(lock_path: Path, target, template_text: str) -> list[tuple[Any, Any]]:
+    """Every row with its destination; collisions, escapes and clobbered sources refused (as relocate does)."""
+    from packager.errors import TemplateError
+    from packager.lock import iter_lock
+    from packager.templates import KeyTemplate, plan_keys
+
+    planned = [(row, target.child(key)) for row, key in plan_keys(iter_lock(lock_path), KeyTemplate(template_text))]
+    sources: dict[tuple, set[str]] = {}
+    for row, _ in planned:
+        sources.setdefault((row.location.store_identity(), row.location.key), set()).add(row.label())
+    clobbered = [f"{row.label()} -> {dest} is the source of {', '.join(sorted(sources[ident]))}"
+                 for row, dest in planned
+                 if (ident := (dest.store_identity(), dest.key)) in sources and row.label() not in sources[ident]]
+    if clobbered:
+        raise TemplateError(f"{len(clobbered)} destination(s) would overwrite the source of another asset: "
+                            + "; ".join(clobbered[:5]) + ". Choose a target outside the sources.")
+    return planned
+
+
+def cmd_relocate(rt: Runtime) -> int:
+    from packager.publish import package_location
+    from packager.relocate import relocate
+
+    a = rt.args
+    package, lock_path, lock_name = _lock_source(rt, a.package, a.lock)
+    settings = _relocation_settings(rt)
+    target_url = a.target or rt.settings.relocation.target
+    target = package_location(target_url, rt.registry)
+    if a.dry_run:
+        planned = _plan(lock_path, target, settings.key_template)
+        for row, dest in planned:
+            if rt.json:
+                rt.emit_json({"asset": row.label(), "source": row.location.href(), "destination": dest.href(),
+                              "size_bytes": row.size})
+            else:
+                sys.stdout.write(f"{row.location.href()} -> {dest.href()}\n")
+        rt.info(f"{len(planned)} object(s) would be copied under {target.href()} with template "
+                f"{settings.key_template!r}; nothing was copied (dry run)")
+        return EXIT_OK
+    if package is None:
+        raise UsageError("relocate needs a package (it writes relocated/assets.lock.parquet and relocated/items.parquet "
+                         "there); give the package folder or URL, or --dry-run for a lock file alone")
+    scratch = rt.scratch()
+    from packager.lock import count_rows
+
+    with rt.progress("relocate", count_rows(lock_path)) as update:
+        summary = relocate(lock_path, target, rt.registry, scratch / "relocated.parquet", scratch / "failures.parquet",
+                           settings, progress=update)
+    package.publish(scratch / "failures.parquet", LAYOUT.relocation_failures, PARQUET)
+    lock_href = package.publish(scratch / "relocated.parquet", LAYOUT.relocated_lock, PARQUET)
+    items_href = None
+    if package.exists(LAYOUT.items):
+        items_href = _publish_enriched_items(package, scratch, scratch / "relocated.parquet",
+                                             a.alternate_name or rt.settings.relocation.alternate_name)
+    result = {"lock": lock_name, "target": target.href(), "rows": summary.rows, "copied": summary.copied,
+              "already_present": summary.present, "server_side_copies": summary.server_side,
+              "failed": len(summary.failures), "bytes_copied": summary.bytes_copied, "bytes_total": summary.bytes_total,
+              "retries": summary.retries, "peak_reserved_bytes": summary.peak_reserved_bytes,
+              "memory_limit_bytes": settings.memory_limit, "seconds": round(summary.seconds, 3),
+              "files": {"relocated_lock": lock_href, "relocated_items": items_href},
+              "failures": [f.as_record() for f in summary.failures[:20]]}
+    if rt.json:
+        rt.emit_json(result)
+    elif not rt.quiet:
+        rt.err.print(f"{summary.copied} copied, {summary.present} already there, {len(summary.failures)} failed; "
+                     f"{_mib(summary.bytes_copied)} MiB in {summary.seconds:.2f} s -> {target.href()}\n"
+                     f"  relocated lock: {lock_href}" + (f"\n  relocated items: {items_href}" if items_href else ""))
+    if summary.failures:
+        for failure in summary.failures[:20]:
+            rt.err.print(f"FAILED {failure.collection or '-'}/{failure.item_id}/{failure.asset_key}: {failure.error}",
+                         markup=False)
+        raise Failed(f"{len(summary.failures)} of {summary.rows} asset(s) failed to relocate; they are in "
+                     f"{LAYOUT.relocation_failures}, not in the new lock")
+    return EXIT_OK
+
+
+def _publish_enriched_items(package, scratch: Path, relocated_lock: Path, alternate_name: str) -> str:
+    """relocated/items.parquet: the items with alternate hrefs and file:size/file:checksum (as the chain does)."""
+    from packager.enrich import enrich_items, relocated_index
+    from packager.items import iter_items, ndjson_to_geoparquet
+
+    items = package.fetch(LAYOUT.items)
+    ndjson = scratch / "enriched.ndjson"
+    with open(ndjson, "w") as out:
+        for item in enrich_items(iter_items(items), relocated_index(relocated_lock), alternate_name=alternate_name):
+            out.write(json.dumps(item) + "\n")
+    ndjson_to_geoparquet(ndjson, scratch / "enriched.parquet")
+    return package.publish(scratch / "enriched.parquet", LAYOUT.relocated_items, PARQUET)
+
+
+# -- push / pull -------------------------------------------------------------------------------------
+def cmd_push(rt: Runtime) -> int:
+    from packager import oci
+
+    a = rt.args
+    with rt.progress("push", None) as update:
+        summary = oci.push(Path(a.package), a.reference, plain_http=a.plain_http, insecure=a.insecure,
+                           auth_backend=a.auth_backend, progress=update)
+    result = {"reference": summary.reference, "digest": summary.digest, "bytes": summary.bytes,
+              "layers": [{"title": layer["annotations"][oci.TITLE], "digest": layer["digest"], "size": layer["size"],
+                          "media_type": layer["mediaType"]} for layer in summary.layers]}
+    if rt.json:
+        rt.emit_json(result)
+    else:
+        sys.stdout.write(f"{oci.pinned_reference(a.reference, summary.digest)}\n")
+        rt.info(f"pushed {len(summary.layers)} file(s), {_mib(summary.bytes)} MiB to {a.reference}")
+    return EXIT_OK
+
+
+def cmd_pull(rt: Runtime) -> int:
+    from packager import oci
+
+    a = rt.args
+    with rt.progress("pull", None) as update:
+        summary = oci.pull(a.reference, Path(a.output), plain_http=a.plain_http, insecure=a.insecure,
+                           auth_backend=a.auth_backend, progress=update)
+    result = {"reference": summary.reference, "output": summary.output, "artifact_type": summary.artifact_type,
+              "bytes": summary.bytes, "files": summary.files}
+    if rt.json:
+        rt.emit_json(result)
+    else:
+        rt.info(f"pulled {len(summary.files)} file(s), {_mib(summary.bytes)} MiB, every digest verified, into "
+                f"{summary.output}")
+    return EXIT_OK
+
+
+# -- keys --------------------------------------------------------------------------------------------
+def cmd_keys(rt: Runtime) -> int:
+    try:
+        from packager import keys
+    except ImportError as exc:
+        rt.err.print(f"stac-packager keys: the keystore commands are not installed in this build ({exc})", markup=False)
+        return EXIT_USAGE
+    if rt.config:
+        os.environ.setdefault("STAC_PACKAGER_CONFIG", rt.config)
+    argv = list(rt.args.keys_args or [])
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    try:
+        return int(keys.main(argv) or 0)
+    except SystemExit as exc:  # argparse inside keys: --help (0) or a usage error (2)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+
+
+# -- materialize -------------------------------------------------------------------------------------
+def cmd_materialize(rt: Runtime) -> int:
+    import dagster as dg
+
+    from pipelines.assets import build_chain
+    from pipelines.settings import build_resources
+
+    a = rt.args
+    if not rt.config:
+        raise UsageError("materialize needs a settings file: --config FILE or STAC_PACKAGER_CONFIG")
+    settings = rt.settings
+    chain = build_chain(settings)
+    rt.resources  # noqa: B018 - resolve {env: NAME} now, so a missing variable is a clear exit 2
+    names = [key.to_user_string() for asset in chain for key in asset.keys]
+    selection = None
+    if a.select:
+        selection = split_list([a.select])
+        unknown = [s for s in selection if s not in names]
+        if unknown:
+            raise UsageError(f"--select: unknown asset(s) {', '.join(unknown)}; the chain's assets are {', '.join(names)}")
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    rt.info(f"materializing {', '.join(selection or names)} in-process"
+            + (f" (partition {a.partition})" if a.partition else ""))
+    result = dg.materialize(chain, selection=selection, resources=build_resources(settings), instance=instance,
+                            partition_key=a.partition, raise_on_error=False,
+                            tags={"stac-packager/trigger": "cli"})
+    assets: dict[str, Any] = {}
+    for name in selection or names:
+        events = result.asset_materializations_for_node(name)
+        assets[name] = ({k: v.value for k, v in events[0].metadata.items()
+                         if isinstance(v.value, (int, float, str, bool, type(None)))} if events else None)
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    failures = [str(e.event_specific_data.error.message).strip() for e in result.all_events
+                if e.event_type_value == "STEP_FAILURE" and e.event_specific_data and
+                getattr(e.event_specific_data, "error", None)]
+    ok = result.success and all(checks.values())
+    outcome = {"success": result.success, "run_id": result.run_id, "assets": assets, "checks": checks,
+               "failures": failures}
+    if rt.json:
+        rt.emit_json(outcome)
+    elif not rt.quiet:
+        for name, meta in assets.items():
+            rt.err.print(f"{name}: {'materialized' if meta is not None else 'NOT materialized'}", markup=False)
+        for name, passed in checks.items():
+            rt.err.print(f"check {name}: {'passed' if passed else 'FAILED'}", markup=False)
+        for failure in failures:
+            rt.err.print(f"step failed: {failure}", markup=False)
+    return EXIT_OK if ok else EXIT_FAILED
