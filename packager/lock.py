@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from packager.checksum import checksum_stream
 from packager.concurrency import StoreLimits, ordered_map
 from packager.errors import ROW_ERRORS, DuplicateAssetError, LockSchemaError, StoreError
 from packager.locations import Location, location_from_lock_fields, safe_href
+from packager.retry import with_retries
 from packager.stores import ObjectFacts, StoreRegistry
 
 STACPKG_METADATA = {b"stacpkg:schema-kind": b"asset-lock", b"stacpkg:schema-version": b"v1"}
@@ -279,20 +280,24 @@ class LockSummary:
     failures: list[Failure] = field(default_factory=list)
     stores: int = 0
     checksums: int = 0
+    retries: int = 0
     seconds: float = 0.0
 
 
 def build_lock(items: Iterable[dict], registry: StoreRegistry, out_path: Path, *, checksum: bool = False,
-               concurrency: int = 32, assets: AssetFilter | None = None, chunk_size: int = 8 << 20) -> LockSummary:
+               concurrency: int = 32, assets: AssetFilter | None = None, chunk_size: int = 8 << 20,
+               progress: Callable[[int], None] | None = None) -> LockSummary:
     """Lock every asset of ``items``: HEAD each live object concurrently, optionally checksum it.
 
     Rows that fail (bad href, missing object, access denied) are returned as failures and are not
-    written into the lock; the caller decides whether that fails the run.
+    written into the lock; the caller decides whether that fails the run. ``progress(done)`` is called
+    after each asset (locked or failed); items are streamed, so the total is the caller's to know.
     """
-    return asyncio.run(_build_lock(items, registry, out_path, checksum, concurrency, assets, chunk_size))
+    return asyncio.run(_build_lock(items, registry, out_path, checksum, concurrency, assets, chunk_size, progress))
 
 
-async def _build_lock(items, registry, out_path, checksum, concurrency, assets, chunk_size) -> LockSummary:
+async def _build_lock(items, registry, out_path, checksum, concurrency, assets, chunk_size,
+                      progress=None) -> LockSummary:
     summary = LockSummary()
     started = time.perf_counter()
     limit = asyncio.Semaphore(concurrency)
@@ -305,19 +310,27 @@ async def _build_lock(items, registry, out_path, checksum, concurrency, assets, 
             row = LockRow(ref.collection, ref.item_id, ref.asset_key, location, safe_href(ref.href), ref.media_type)
             store = registry.store_for(location)
             stores.add(location.store_identity())
-            async with limit, per_store.for_location(location):
-                facts = await store.head(location.key)
-                digest = None
-                if checksum:
-                    size, digest = await checksum_stream(store.stream(location.key, chunk_size))
-                    if size != facts.size:
-                        raise StoreError(f"{location}: size changed while reading ({facts.size} -> {size})")
+
+            async def observe_once() -> tuple[ObjectFacts, str | None]:
+                async with limit, per_store.for_location(location):
+                    facts = await store.head(location.key)
+                    digest = None
+                    if checksum:
+                        size, digest = await checksum_stream(store.stream(location.key, chunk_size))
+                        if size != facts.size:
+                            raise StoreError(f"{location}: size changed while reading ({facts.size} -> {size})")
+                    return facts, digest
+
+            (facts, digest), retries = await with_retries(observe_once)
+            summary.retries += retries
             return row.with_facts(facts, digest)
         except ROW_ERRORS as exc:
-            return failure_of(ref, "lock", exc)
+            return failure_of(ref, "lock", exc, attempts=getattr(exc, "attempts_made", 1))
 
     with lock_writer(out_path) as writer:
         async for result in ordered_map(asset_refs(items, assets), observe, in_flight=concurrency * 4):
+            if progress:
+                progress(summary.rows + len(summary.failures) + 1)
             if isinstance(result, Failure):
                 summary.failures.append(result)
                 continue

@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
-
 from packager.checksum import StreamDigest, checksum_stream
 from packager.concurrency import MemoryBudget, ordered_map
 from packager.errors import ROW_ERRORS, ConfigError, ObjectNotFound, StoreError, TemplateError
 from packager.locations import Location
 from packager.lock import Failure, LockRow, count_rows, failure_of, iter_lock, lock_writer, write_failures
+from packager.retry import with_retries
 from packager.stores import ObjectFacts, Store, StoreRegistry
 from packager.stores.obstore_backend import CHECKSUM_METADATA
 from packager.templates import DEFAULT_TEMPLATE, KeyTemplate, plan_keys
@@ -85,6 +84,9 @@ class RelocationSummary:
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     peak_reserved_bytes: int = 0
+    #: how copies were verified: "store-md5" (the store's MD5 ETag of what it received), "read-back"
+    #: (sha256 of the destination read again), "size" (size only, verify="size")
+    verified: dict[str, int] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -96,7 +98,8 @@ class _Outcome:
     row: LockRow
     status: Literal["copied", "present", "server_side"]
     bytes_moved: int
-    retries: int
+    retries: int = 0
+    verified: str | None = None
 
 
 def relocate(lock_path: Path, target: Location, registry: StoreRegistry, out_lock: Path, failures_path: Path,
@@ -108,22 +111,39 @@ def relocate(lock_path: Path, target: Location, registry: StoreRegistry, out_loc
     Returns a summary whose ``failures`` the caller turns into a failed run.
     """
     settings.check()
+    # keystore capabilities first: a read-only target key (or a source key that cannot read) fails here,
+    # before any byte is copied
+    registry.check_writable(target, "relocation target; nothing was copied")
     template = KeyTemplate(settings.key_template)
     # Plan first (one pass over the lock): collisions, escapes and clobbered sources refuse the batch.
     planned = plan_keys(iter_lock(lock_path), template)
     sources: dict[tuple, set[str]] = {}
     dests = []
+    source_locations = []
     for row, key in planned:
+        source_locations.append(row.location)
         sources.setdefault((row.location.store_identity(), row.location.key), set()).add(row.label())
         dest = target.child(key)
         dests.append(((dest.store_identity(), dest.key), row.label(), dest))
     # a copy must never land on another row's source (stacpkg overwrote sources so: its defect 6)
     clobbered = [f"{label} -> {dest} is the source of {', '.join(sorted(sources[ident]))}"
                  for ident, label, dest in dests if ident in sources and label not in sources[ident]]
+    _check_capabilities(registry, [d[2] for d in dests], "write", "relocation target; nothing was copied")
+    _check_capabilities(registry, source_locations, "read", "relocation source; nothing was copied")
     if clobbered:
         raise TemplateError(f"{len(clobbered)} destination(s) would overwrite the source of another asset, nothing "
                             "was copied: " + "; ".join(clobbered[:5]) + ". Choose a target outside the sources.")
     return asyncio.run(_relocate(lock_path, target, registry, out_lock, failures_path, settings, template, progress))
+
+
+def _check_capabilities(registry: StoreRegistry, locations: list[Location], capability: str, what: str) -> None:
+    """One check per storage profile involved (a keystore key without ``capability`` refuses the batch)."""
+    seen: dict[str | None, Location] = {}
+    for location in locations:
+        profile = registry.profile_for(location)
+        seen.setdefault(profile.name if profile else None, location)
+    for location in seen.values():
+        registry.check_capability(location, capability, what)
 
 
 async def _relocate(lock_path, target, registry, out_lock, failures_path, settings, template, progress):
@@ -135,20 +155,17 @@ async def _relocate(lock_path, target, registry, out_lock, failures_path, settin
 
     async def one(row: LockRow) -> _Outcome | Failure:
         dest = target.child(template.render(row))
-        retries = 0
+
+        async def copy_once() -> _Outcome:
+            async with slots:
+                return await _copy_one(row, dest, registry, dest_store, settings, budget)
+
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(settings.attempts), reraise=True,
-                wait=wait_exponential(multiplier=0.5, max=10),
-                retry=retry_if_exception(lambda e: isinstance(e, StoreError) and e.retryable),
-            ):
-                with attempt:
-                    retries = attempt.retry_state.attempt_number - 1
-                    async with slots:
-                        return await _copy_one(row, dest, registry, dest_store, settings, budget, retries)
+            outcome, retries = await with_retries(copy_once, attempts=settings.attempts)
+            outcome.retries = retries
+            return outcome
         except ROW_ERRORS as exc:
-            return failure_of(row, "relocate", exc, attempts=retries + 1)
-        raise AssertionError("unreachable")
+            return failure_of(row, "relocate", exc, attempts=getattr(exc, "attempts_made", 1))
 
     done, total = 0, count_rows(lock_path)
     with lock_writer(out_lock) as writer:
@@ -167,6 +184,7 @@ async def _relocate(lock_path, target, registry, out_lock, failures_path, settin
                     summary.copied += 1
                     summary.bytes_copied += result.bytes_moved
                     summary.server_side += result.status == "server_side"
+                    summary.verified[result.verified] = summary.verified.get(result.verified, 0) + 1
             if progress:
                 progress(done, total)
     write_failures(failures_path, summary.failures)
@@ -176,7 +194,7 @@ async def _relocate(lock_path, target, registry, out_lock, failures_path, settin
 
 
 async def _copy_one(row: LockRow, dest: Location, registry: StoreRegistry, dest_store: Store,
-                    settings: RelocationSettings, budget: MemoryBudget, retries: int) -> _Outcome:
+                    settings: RelocationSettings, budget: MemoryBudget) -> _Outcome:
     source_store = registry.store_for(row.location)
     facts = await source_store.head(row.location.key)
     _check_unchanged(row, facts)
@@ -186,17 +204,21 @@ async def _copy_one(row: LockRow, dest: Location, registry: StoreRegistry, dest_
         source_sum = row.checksum or await _checksum(source_store, row.location.key, settings, budget, facts.size)
         if await _stored_checksum(dest_store, dest.key, settings, budget, existing.size) == source_sum:
             await dest_store.set_checksum(dest.key, source_sum)
-            return _Outcome(_relocated(row, dest, existing, source_sum), "present", 0, retries)
+            return _Outcome(_relocated(row, dest, existing, source_sum), "present", 0)
 
     if _same_store(row.location, dest, registry) and row.checksum:
         await source_store.copy(row.location.key, dest.key)
         checksum = row.checksum
         status = "server_side"
+        server_md5_agrees = False
     else:
-        checksum = await _stream_copy(row, facts, source_store, dest, dest_store, settings, budget)
+        checksum, server_md5_agrees = await _stream_copy(row, facts, source_store, dest, dest_store, settings,
+                                                         budget)
         status = "copied"
-    final = await _verify(dest, dest_store, facts.size, checksum, settings, budget)
-    return _Outcome(_relocated(row, dest, final, checksum), status, facts.size, retries)
+    read_back = settings.verify == "checksum" and not server_md5_agrees
+    final = await _verify(dest, dest_store, facts.size, checksum, settings, budget, read_back=read_back)
+    verified = "read-back" if read_back else "store-md5" if server_md5_agrees else "size"
+    return _Outcome(_relocated(row, dest, final, checksum), status, facts.size, verified=verified)
 
 
 def _check_unchanged(row: LockRow, facts: ObjectFacts) -> None:
@@ -240,12 +262,18 @@ async def _stored_checksum(store: Store, key: str, settings: RelocationSettings,
 
 
 async def _stream_copy(row: LockRow, facts: ObjectFacts, source_store: Store, dest: Location, dest_store: Store,
-                       settings: RelocationSettings, budget: MemoryBudget) -> str:
+                       settings: RelocationSettings, budget: MemoryBudget) -> tuple[str, bool]:
+    """Stream the source to the destination; (sha256 multihash, whether the store's MD5 ETag matches).
+
+    S3-compatible stores compute an MD5 ETag from the bytes they received (content MD5 for one PUT,
+    ``md5(part md5s)-N`` for parts); when it equals the one computed from the bytes sent, the store holds
+    exactly what was read, and reading it back again would only repeat that proof.
+    """
     amount = await _reserved(budget, settings, facts.size)
     try:
-        digest = StreamDigest()
+        digest = StreamDigest(part_size=settings.chunk_size)
         metadata = {CHECKSUM_METADATA: row.checksum} if row.checksum else None
-        await dest_store.put_stream(
+        put_etag = await dest_store.put_stream(
             dest.key, digest.tap(source_store.stream(row.location.key, settings.chunk_size)),
             chunk_size=settings.chunk_size, max_concurrency=settings.put_concurrency,
             content_type=row.media_type, metadata=metadata)
@@ -260,16 +288,18 @@ async def _stream_copy(row: LockRow, facts: ObjectFacts, source_store: Store, de
     if problem:
         await dest_store.delete(dest.key)
         raise StoreError(f"{row.location}: {problem}; the partial copy at {dest} was deleted", href=row.href)
-    return checksum
+    expected = digest.s3_etag()
+    return checksum, bool(put_etag and expected and put_etag.strip('"').lower() == expected)
 
 
 async def _verify(dest: Location, dest_store: Store, size: int, checksum: str, settings: RelocationSettings,
-                  budget: MemoryBudget) -> ObjectFacts:
+                  budget: MemoryBudget, *, read_back: bool) -> ObjectFacts:
+    """Size from a HEAD always; sha256 by reading the destination back when ``read_back``."""
     final = await dest_store.head(dest.key)
     problem = None
     if final.size != size:
         problem = f"has {final.size} bytes, expected {size}"
-    elif settings.verify == "checksum":
+    elif read_back:
         observed = await _checksum(dest_store, dest.key, settings, budget, size)
         if observed != checksum:
             problem = f"reads back as sha256 {observed}, expected {checksum}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from packager.checksum import checksum_stream
 from packager.concurrency import StoreLimits, ordered_map
 from packager.errors import ROW_ERRORS, ObjectNotFound
 from packager.locations import safe_href
-from packager.lock import ParquetTableWriter, iter_lock
+from packager.lock import ParquetTableWriter, count_rows, iter_lock
+from packager.retry import with_retries
 from packager.stores import StoreRegistry
 
 STATUSES = ("ok", "changed", "missing", "error")
@@ -57,6 +59,7 @@ class ValidationSummary:
     bytes_read: int = 0
     deep: bool = False
     unverifiable_checksums: int = 0
+    retries: int = 0
     first_failures: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -70,12 +73,17 @@ class ValidationSummary:
 
 
 def validate(lock_path: Path, registry: StoreRegistry, report_path: Path, *, deep: bool = False,
-             concurrency: int = 32, chunk_size: int = 8 << 20) -> ValidationSummary:
-    """Validate every row of ``lock_path``; write one report row per lock row to ``report_path``."""
-    return asyncio.run(_validate(lock_path, registry, report_path, deep, concurrency, chunk_size))
+             concurrency: int = 32, chunk_size: int = 8 << 20,
+             progress: Callable[[int, int], None] | None = None) -> ValidationSummary:
+    """Validate every row of ``lock_path``; write one report row per lock row to ``report_path``.
+
+    ``progress(done, total)`` is called after each row.
+    """
+    return asyncio.run(_validate(lock_path, registry, report_path, deep, concurrency, chunk_size, progress))
 
 
-async def _validate(lock_path, registry, report_path, deep, concurrency, chunk_size) -> ValidationSummary:
+async def _validate(lock_path, registry, report_path, deep, concurrency, chunk_size,
+                    progress=None) -> ValidationSummary:
     summary = ValidationSummary(deep=deep)
     started = time.perf_counter()
     limit = asyncio.Semaphore(concurrency)
@@ -90,18 +98,23 @@ async def _validate(lock_path, registry, report_path, deep, concurrency, chunk_s
         }
         try:
             store = registry.store_for(row.location)
-            async with limit, per_store.for_location(row.location):
-                facts = await store.head(row.location.key)
-                record.update(observed_size=facts.size, observed_etag=facts.etag,
-                              observed_last_modified=facts.last_modified_iso())
-                _compare(record, "size", row.size, facts.size)
-                _compare(record, "etag", row.etag, facts.etag)
-                _compare(record, "last_modified", row.last_modified, facts.last_modified_iso())
-                if deep:
-                    size, observed = await checksum_stream(store.stream(row.location.key, chunk_size))
-                    record["observed_checksum"] = observed
-                    record["bytes_read"] = size
-                    _compare(record, "checksum", row.checksum, observed)
+
+            async def observe_once():
+                async with limit, per_store.for_location(row.location):
+                    facts = await store.head(row.location.key)
+                    read, observed = await checksum_stream(store.stream(row.location.key, chunk_size)) if deep \
+                        else (0, None)
+                    return facts, read, observed
+
+            (facts, read, observed), record["retries"] = await with_retries(observe_once)
+            record.update(observed_size=facts.size, observed_etag=facts.etag,
+                          observed_last_modified=facts.last_modified_iso(), observed_checksum=observed,
+                          bytes_read=read)
+            _compare(record, "size", row.size, facts.size)
+            _compare(record, "etag", row.etag, facts.etag)
+            _compare(record, "last_modified", row.last_modified, facts.last_modified_iso())
+            if deep:
+                _compare(record, "checksum", row.checksum, observed)
             record["status"] = "changed" if record["mismatches"] else "ok"
         except ObjectNotFound as exc:
             record.update(status="missing", error=str(exc))
@@ -109,17 +122,21 @@ async def _validate(lock_path, registry, report_path, deep, concurrency, chunk_s
             record.update(status="error", error=str(exc))
         return record
 
+    total = count_rows(lock_path) if progress else 0
     with ParquetTableWriter(report_path, REPORT_SCHEMA) as writer:
         async for record in ordered_map(iter_lock(lock_path), check, in_flight=concurrency * 4):
             summary.rows += 1
             summary.counts[record["status"]] += 1
             summary.bytes_checked += record.get("observed_size") or 0
             summary.bytes_read += record.pop("bytes_read", 0)
+            summary.retries += record.pop("retries", 0)
             if deep and not record["expected_checksum"]:
                 summary.unverifiable_checksums += 1
             if record["status"] != "ok" and len(summary.first_failures) < FIRST_FAILURES:
                 summary.first_failures.append(_failure_brief(record))
             writer.write(record)
+            if progress:
+                progress(summary.rows, total)
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -85,6 +85,25 @@ def _file_stamp(path: str) -> str:
     return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
 
 
+async def _read_up_to(chunks: AsyncIterator[bytes], limit: int) -> tuple[list[bytes], bool]:
+    """The first chunks of a stream, up to just past ``limit`` bytes, and whether that was all of it."""
+    head: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        head.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return head, False
+    return head, True
+
+
+async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
 def _facts(meta: Any, *, local: bool = False) -> ObjectFacts:
     etag = meta.get("e_tag")
     if local and etag:
@@ -144,8 +163,15 @@ class ObstoreStore:
         if metadata and self.keeps_metadata:
             attributes.update(metadata)
         try:
-            result = await obstore.put_async(self._store, key, chunks, chunk_size=chunk_size,
-                                             max_concurrency=max_concurrency, attributes=attributes or None)
+            # An object that fits in one part goes up as one PUT: a multipart upload would take three
+            # requests (create, part, complete) and give a "-1" ETag instead of the content's MD5.
+            head, complete = await _read_up_to(chunks, chunk_size)
+            if complete:
+                result = await obstore.put_async(self._store, key, b"".join(head), use_multipart=False,
+                                                 attributes=attributes or None)
+            else:
+                result = await obstore.put_async(self._store, key, _chain(head, chunks), chunk_size=chunk_size,
+                                                 max_concurrency=max_concurrency, attributes=attributes or None)
         except StoreError:
             raise
         except Exception as exc:

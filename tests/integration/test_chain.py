@@ -97,6 +97,8 @@ def test_chain_s3_to_s3_then_local_with_deep_validation(chain_env, s3_client, tm
     assert lock_meta["checksums"] == len(expected)
     relocated = _meta(result, "relocated_assets")
     assert (relocated["copied"], relocated["already_present"], relocated["failed"]) == (len(expected), 0, 0)
+    # S3 computed the MD5 of what it received, equal to the MD5 of what was read: no read-back needed.
+    assert relocated["verified"] == {"store-md5": len(expected)}
     assert _meta(result, "validation_report")["ok"] == len(expected)
     assert all(check.passed for check in result.get_asset_check_evaluations())
 
@@ -153,6 +155,8 @@ def test_chain_relocates_s3_to_local(chain_env, tmp_path):
     copies = {p.relative_to(tmp_path / "mirror").as_posix(): p.read_bytes()
               for p in (tmp_path / "mirror").rglob("*") if p.is_file()}
     assert len(copies) == len(chain_env["expected"])
+    # a local file's ETag is not a content hash: every copy is read back and its sha256 compared
+    assert _meta(result, "relocated_assets")["verified"] == {"read-back": len(chain_env["expected"])}
     for (item_id, key), body in chain_env["expected"].items():
         match = [v for k, v in copies.items() if k.startswith(f"sentinel-2-l2a/{item_id}/{key}")]
         assert match == [body]
