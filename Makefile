@@ -39,10 +39,12 @@ system-deps:
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check .
 
+# STAC_PACKAGER_E2E=1: include the webserver + daemon end-to-end test (backfill, sensor revalidation)
 test: $(TEST_STAMP) system-deps lint
-	$(PY) -m pytest
+	STAC_PACKAGER_E2E=1 $(PY) -m pytest
 
 bench: $(TEST_STAMP) system-deps
+	bash bench/setup.sh
 	$(PY) -m bench
 
 clean:
