@@ -8,6 +8,8 @@ in reprs, logs and validation errors, and are revealed only when a store client 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from packager.errors import ConfigError
@@ -53,6 +55,11 @@ class StorageProfile(BaseModel):
     # -- WebDAV (webdav://host, webdavs://host): HTTP basic auth ------------------------------------
     username: str | None = Field(default=None, description="WebDAV basic-auth user name.")
     password: SecretStr | None = Field(default=None, description="WebDAV basic-auth password.")
+    # -- refreshing credentials (packager.credentials) --------------------------------------------------
+    credential_process: str | None = Field(
+        default=None, description="S3: a command printing AWS credential_process JSON; re-run before Expiration.")
+    credential_provider: Literal["planetary_computer", "earthdata"] | None = Field(
+        default=None, description="obstore's Planetary Computer (az) or NASA Earthdata (s3) credential provider.")
     # -- keystore: the credentials (and clear fields left unset here) come from a named keystore key --------
     keystore_key: str | None = Field(
         default=None, description="Name of a keystore key holding this profile's credentials (see packager.keystore).")

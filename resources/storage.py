@@ -45,6 +45,9 @@ class StorageProfileConfig(dg.Config):
     password: str | None = None
     # credentials (and unset endpoint, region ...) from a named key of the keystore
     keystore_key: str | None = None
+    # refreshing credentials: an AWS credential_process command, or 'planetary_computer' / 'earthdata'
+    credential_process: str | None = None
+    credential_provider: str | None = None
 
     def to_engine(self) -> StorageProfile:
         return StorageProfile(**self.model_dump())

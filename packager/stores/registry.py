@@ -14,6 +14,7 @@ from urllib.parse import urljoin, urlsplit
 
 from obstore.store import AzureStore, GCSStore, HTTPStore, LocalStore, S3Store
 
+from packager.credentials import provider_for
 from packager.errors import ConfigError
 from packager.keystore import KINDS, Keystore, KeystoreError
 from packager.locations import Location, parse_href
@@ -124,7 +125,8 @@ class StoreRegistry:
                                 describe=str(location.container), href_prefix=str(location.container))
         if kind == "s3":
             return ObstoreStore(S3Store(location.container, config=self._s3_config(location, profile),
-                                        client_options=client_options, retry_config=retry),
+                                        client_options=client_options, retry_config=retry,
+                                        credential_provider=provider_for(profile, "s3")),
                                 describe=f"s3://{location.container}", href_prefix=f"s3://{location.container}")
         if kind == "gs":
             return ObstoreStore(GCSStore(location.container, config=_generic_config(profile),
@@ -134,8 +136,10 @@ class StoreRegistry:
             config = _generic_config(profile)
             if location.endpoint and "account_name" not in config:
                 config["account_name"] = location.endpoint.split("://", 1)[1].split(".", 1)[0]
+            container_url = f"{location.endpoint}/{location.container}" if location.endpoint else None
             return ObstoreStore(AzureStore(location.container, config=config, client_options=client_options,
-                                           retry_config=retry),
+                                           retry_config=retry,
+                                           credential_provider=provider_for(profile, "az", container_url)),
                                 describe=f"az://{location.container}", href_prefix=f"az://{location.container}")
         if kind == "swift":
             from packager.stores.swift import build_swift_store
