@@ -606,3 +606,22 @@ def test_get_helm_script_is_idempotent(helm):
     )
     assert proc.returncode == 0, proc.stderr
     assert "already installed" in proc.stdout, shlex.quote(proc.stdout)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_rendered_settings_are_accepted_by_the_code(helm, case, tmp_path, monkeypatch):
+    """What the chart mounts loads through the code's own settings and storage-profile models."""
+    from pipelines.settings import build_resources, load_settings
+
+    _, settings, _ = _settings_file(render(case))
+    for name in env_refs(settings):
+        monkeypatch.setenv(name, f"value-of-{name}")
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    import dagster as dg
+
+    with dg.build_resources(build_resources(load_settings(path))) as resolved:
+        profiles = resolved.storage.profiles
+    assert [p.name for p in profiles] == [p["name"] for p in settings.get("storage", {}).get("profiles", [])]
+    for profile in profiles:
+        profile.to_engine()  # field names and values valid for the engine's StorageProfile
