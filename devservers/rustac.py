@@ -81,6 +81,9 @@ def _ordered_inputs(inputs: Sequence[Path | str]) -> list[Path]:
 def _check_port_free(port: int) -> None:
     """A fixed port must be free: otherwise whatever answers there would pass for our server."""
     with socket.socket() as s:
+        # as a server binds: connections of a just-stopped server lingering in TIME_WAIT do not make the
+        # port busy (without this, `make ui` right after `make demo` was refused)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as e:
