@@ -34,6 +34,7 @@ from packager.concurrency import MemoryBudget, ordered_map
 from packager.errors import ROW_ERRORS, ConfigError, ObjectNotFound, StoreError, TemplateError
 from packager.locations import Location
 from packager.lock import Failure, LockRow, count_rows, failure_of, iter_lock, lock_writer, write_failures
+from packager.memory import bound_heap_growth
 from packager.retry import with_retries
 from packager.stores import ObjectFacts, Store, StoreRegistry
 from packager.stores.obstore_backend import CHECKSUM_METADATA
@@ -111,6 +112,7 @@ def relocate(lock_path: Path, target: Location, registry: StoreRegistry, out_loc
     Returns a summary whose ``failures`` the caller turns into a failed run.
     """
     settings.check()
+    bound_heap_growth()
     # keystore capabilities first: a read-only target key (or a source key that cannot read) fails here,
     # before any byte is copied
     registry.check_writable(target, "relocation target; nothing was copied")
