@@ -154,13 +154,14 @@ async def _relocate(lock_path, target, registry, out_lock, failures_path, settin
     budget = MemoryBudget(settings.memory_limit)
     slots = asyncio.Semaphore(settings.concurrency)
     dest_store = registry.store_for(target)
+    present = await _present_keys(dest_store, target.key)
 
     async def one(row: LockRow) -> _Outcome | Failure:
         dest = target.child(template.render(row))
 
         async def copy_once() -> _Outcome:
             async with slots:
-                return await _copy_one(row, dest, registry, dest_store, settings, budget)
+                return await _copy_one(row, dest, registry, dest_store, settings, budget, present)
 
         try:
             outcome, retries = await with_retries(copy_once, attempts=settings.attempts)
@@ -196,12 +197,13 @@ async def _relocate(lock_path, target, registry, out_lock, failures_path, settin
 
 
 async def _copy_one(row: LockRow, dest: Location, registry: StoreRegistry, dest_store: Store,
-                    settings: RelocationSettings, budget: MemoryBudget) -> _Outcome:
+                    settings: RelocationSettings, budget: MemoryBudget, present: set[str] | None) -> _Outcome:
     source_store = registry.store_for(row.location)
     facts = await source_store.head(row.location.key)
     _check_unchanged(row, facts)
 
-    existing = await _head_or_none(dest_store, dest.key)
+    maybe_there = present is None or dest.key.lstrip("/") in present
+    existing = await _head_or_none(dest_store, dest.key) if maybe_there else None
     if existing is not None and existing.size == facts.size:
         source_sum = row.checksum or await _checksum(source_store, row.location.key, settings, budget, facts.size)
         if await _stored_checksum(dest_store, dest.key, settings, budget, existing.size) == source_sum:
@@ -233,6 +235,28 @@ def _check_unchanged(row: LockRow, facts: ObjectFacts) -> None:
         raise StoreError(
             f"{row.location}: source changed since it was locked ({', '.join(changed)}); re-run the lock "
             "asset to lock the current bytes", href=row.href)
+
+
+#: a target prefix holding more objects than this is not listed up front (memory); rows HEAD instead
+MAX_LISTED_KEYS = 2_000_000
+
+
+async def _present_keys(store: Store, prefix: str) -> set[str] | None:
+    """Keys already under the target prefix, from one listing instead of a HEAD per row.
+
+    Only absence is trusted: a listed object is still HEADed for its facts (a listing's timestamps can
+    differ in precision from HEAD's, and the lock must hold what validation will observe). ``None``
+    (list not allowed, too many keys) means every row HEADs its destination, as before.
+    """
+    keys: set[str] = set()
+    try:
+        async for listed in store.list(prefix.strip("/")):
+            keys.add(listed.key.lstrip("/"))
+            if len(keys) > MAX_LISTED_KEYS:
+                return None
+    except StoreError:
+        return None
+    return keys
 
 
 async def _head_or_none(store: Store, key: str) -> ObjectFacts | None:
