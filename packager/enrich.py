@@ -52,3 +52,23 @@ def enrich_items(items: Iterable[dict], relocated: dict[Identity, dict], *, alte
                     extensions.append(uri)
             item["stac_extensions"] = extensions
         yield item
+
+
+def write_enriched_items(items_parquet: Path, relocated_lock: Path, out_path: Path, *, alternate_name: str,
+                         workdir: Path) -> Path:
+    """``items_parquet`` enriched from ``relocated_lock``, written as STAC GeoParquet to ``out_path``.
+
+    Streams through an NDJSON file in ``workdir`` so items are converted like a search's, with the
+    same schema inference (new ``alternate`` and ``file:*`` fields included).
+    """
+    import orjson
+
+    from packager.items import iter_items, ndjson_to_geoparquet
+
+    ndjson = workdir / "enriched.ndjson"
+    index = relocated_index(relocated_lock)
+    with open(ndjson, "wb") as out:
+        for item in enrich_items(iter_items(items_parquet), index, alternate_name=alternate_name):
+            out.write(orjson.dumps(item) + b"\n")
+    ndjson_to_geoparquet(ndjson, out_path)
+    return out_path

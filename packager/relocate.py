@@ -117,25 +117,31 @@ def relocate(lock_path: Path, target: Location, registry: StoreRegistry, out_loc
     # before any byte is copied
     registry.check_writable(target, "relocation target; nothing was copied")
     template = KeyTemplate(settings.key_template)
-    # Plan first (one pass over the lock): collisions, escapes and clobbered sources refuse the batch.
-    planned = plan_keys(iter_lock(lock_path), template)
+    planned = plan_relocation(lock_path, target, template)
+    _check_capabilities(registry, [dest for _, dest in planned], "write", "relocation target; nothing was copied")
+    _check_capabilities(registry, [row.location for row, _ in planned], "read",
+                        "relocation source; nothing was copied")
+    return asyncio.run(_relocate(lock_path, target, registry, out_lock, failures_path, settings, template, progress))
+
+
+def plan_relocation(lock_path: Path, target: Location, template: KeyTemplate) -> list[tuple[LockRow, Location]]:
+    """Every lock row with its destination, or one error for the whole batch before any byte moves.
+
+    Refused: keys that escape the target or collide (:func:`~packager.templates.plan_keys`), and any
+    destination that is another row's source (stacpkg overwrote sources so: its defect 6). A row copied
+    onto its own source is allowed: it comes back as present.
+    """
+    planned = [(row, target.child(key)) for row, key in plan_keys(iter_lock(lock_path), template)]
     sources: dict[tuple, set[str]] = {}
-    dests = []
-    source_locations = []
-    for row, key in planned:
-        source_locations.append(row.location)
+    for row, _ in planned:
         sources.setdefault((row.location.store_identity(), row.location.key), set()).add(row.label())
-        dest = target.child(key)
-        dests.append(((dest.store_identity(), dest.key), row.label(), dest))
-    # a copy must never land on another row's source (stacpkg overwrote sources so: its defect 6)
-    clobbered = [f"{label} -> {dest} is the source of {', '.join(sorted(sources[ident]))}"
-                 for ident, label, dest in dests if ident in sources and label not in sources[ident]]
-    _check_capabilities(registry, [d[2] for d in dests], "write", "relocation target; nothing was copied")
-    _check_capabilities(registry, source_locations, "read", "relocation source; nothing was copied")
+    clobbered = [f"{row.label()} -> {dest} is the source of {', '.join(sorted(sources[ident]))}"
+                 for row, dest in planned
+                 if (ident := (dest.store_identity(), dest.key)) in sources and row.label() not in sources[ident]]
     if clobbered:
         raise TemplateError(f"{len(clobbered)} destination(s) would overwrite the source of another asset, nothing "
                             "was copied: " + "; ".join(clobbered[:5]) + ". Choose a target outside the sources.")
-    return asyncio.run(_relocate(lock_path, target, registry, out_lock, failures_path, settings, template, progress))
+    return planned
 
 
 def _check_capabilities(registry: StoreRegistry, locations: list[Location], capability: str, what: str) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from packager.enrich import write_enriched_items
 from packager.errors import PackagerError
 from packager.items import iter_items, ndjson_to_geoparquet
 from packager.lock import AssetFilter, build_lock, write_failures
@@ -204,16 +205,10 @@ def _relocated_assets(context: dg.AssetExecutionContext, config: RelocationConfi
 
 
 def _publish_enriched_items(package: PackageResource, root, registry, scratch: Path, relocated_lock: Path) -> str:
-    from packager.enrich import enrich_items, relocated_index
-
     items = package.fetch(root, LAYOUT.items, registry, scratch / "items")
-    index = relocated_index(relocated_lock)
-    ndjson = scratch / "enriched.ndjson"
-    with open(ndjson, "w") as out:
-        for item in enrich_items(iter_items(items), index, alternate_name=package.alternate_name):
-            out.write(json.dumps(item) + "\n")
-    ndjson_to_geoparquet(ndjson, scratch / "enriched.parquet")
-    return package.publish(scratch / "enriched.parquet", root, LAYOUT.relocated_items, registry, PARQUET)
+    enriched = write_enriched_items(items, relocated_lock, scratch / "enriched.parquet",
+                                    alternate_name=package.alternate_name, workdir=scratch)
+    return package.publish(enriched, root, LAYOUT.relocated_items, registry, PARQUET)
 
 
 class ValidationConfig(dg.Config):

@@ -300,28 +300,10 @@ def _relocation_settings(rt: Runtime):
         key_template=a.key_template or r.key_template or DEFAULT_TEMPLATE)
 
 
-def _plan(lock_path: Path, target, template_text: str) -> list[tuple[Any, Any]]:
-    """Every row with its destination; collisions, escapes and clobbered sources refused (as relocate does)."""
-    from packager.errors import TemplateError
-    from packager.lock import iter_lock
-    from packager.templates import KeyTemplate, plan_keys
-
-    planned = [(row, target.child(key)) for row, key in plan_keys(iter_lock(lock_path), KeyTemplate(template_text))]
-    sources: dict[tuple, set[str]] = {}
-    for row, _ in planned:
-        sources.setdefault((row.location.store_identity(), row.location.key), set()).add(row.label())
-    clobbered = [f"{row.label()} -> {dest} is the source of {', '.join(sorted(sources[ident]))}"
-                 for row, dest in planned
-                 if (ident := (dest.store_identity(), dest.key)) in sources and row.label() not in sources[ident]]
-    if clobbered:
-        raise TemplateError(f"{len(clobbered)} destination(s) would overwrite the source of another asset: "
-                            + "; ".join(clobbered[:5]) + ". Choose a target outside the sources.")
-    return planned
-
-
 def cmd_relocate(rt: Runtime) -> int:
     from packager.publish import package_location
-    from packager.relocate import relocate
+    from packager.relocate import plan_relocation, relocate
+    from packager.templates import KeyTemplate
 
     a = rt.args
     package, lock_path, lock_name = _lock_source(rt, a.package, a.lock)
@@ -329,7 +311,7 @@ def cmd_relocate(rt: Runtime) -> int:
     target_url = a.target or rt.settings.relocation.target
     target = package_location(target_url, rt.registry)
     if a.dry_run:
-        planned = _plan(lock_path, target, settings.key_template)
+        planned = plan_relocation(lock_path, target, KeyTemplate(settings.key_template))
         for row, dest in planned:
             if rt.json:
                 rt.emit_json({"asset": row.label(), "source": row.location.href(), "destination": dest.href(),
@@ -378,16 +360,11 @@ def cmd_relocate(rt: Runtime) -> int:
 
 def _publish_enriched_items(package, scratch: Path, relocated_lock: Path, alternate_name: str) -> str:
     """relocated/items.parquet: the items with alternate hrefs and file:size/file:checksum (as the chain does)."""
-    from packager.enrich import enrich_items, relocated_index
-    from packager.items import iter_items, ndjson_to_geoparquet
+    from packager.enrich import write_enriched_items
 
-    items = package.fetch(LAYOUT.items)
-    ndjson = scratch / "enriched.ndjson"
-    with open(ndjson, "w") as out:
-        for item in enrich_items(iter_items(items), relocated_index(relocated_lock), alternate_name=alternate_name):
-            out.write(json.dumps(item) + "\n")
-    ndjson_to_geoparquet(ndjson, scratch / "enriched.parquet")
-    return package.publish(scratch / "enriched.parquet", LAYOUT.relocated_items, PARQUET)
+    enriched = write_enriched_items(package.fetch(LAYOUT.items), relocated_lock, scratch / "enriched.parquet",
+                                    alternate_name=alternate_name, workdir=scratch)
+    return package.publish(enriched, LAYOUT.relocated_items, PARQUET)
 
 
 # -- push / pull -------------------------------------------------------------------------------------
