@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Protocol, runtime_checkable
 
 
@@ -24,6 +25,17 @@ class ObjectFacts:
 
     def last_modified_iso(self) -> str | None:
         return self.last_modified.isoformat() if self.last_modified else None
+
+
+def parse_http_date(value: str | None) -> datetime | None:
+    """An HTTP date header (``Last-Modified``, WebDAV ``getlastmodified``) as an aware UTC datetime."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,12 +37,11 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from packager.errors import AccessDenied, ConfigError, ObjectNotFound, StoreError, TransientStoreError
-from packager.stores.base import ListedObject, ObjectFacts
+from packager.stores.base import ListedObject, ObjectFacts, parse_http_date
 
 T = TypeVar("T")
 MiB = 1 << 20
@@ -116,16 +115,6 @@ def _is_requests_error(exc: BaseException) -> bool:
     return isinstance(exc, RequestException)
 
 
-def _http_date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
 def _listing_date(value: str | None) -> datetime | None:
     """Listing times are ISO without a zone, sub-second; HEAD's Last-Modified is that time rounded *up* to
     whole seconds. Round the same way so a listing and a HEAD report the same facts."""
@@ -141,7 +130,7 @@ def _listing_date(value: str | None) -> datetime | None:
 
 def facts_from_headers(headers: dict[str, str]) -> ObjectFacts:
     return ObjectFacts(size=int(headers.get("content-length") or 0), etag=headers.get("etag"),
-                       last_modified=_http_date(headers.get("last-modified")),
+                       last_modified=parse_http_date(headers.get("last-modified")),
                        version=headers.get("x-object-version-id"))
 
 

@@ -24,8 +24,6 @@ import posixpath
 import uuid
 import weakref
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 from xml.etree import ElementTree
@@ -33,7 +31,7 @@ from xml.etree import ElementTree
 import httpx
 
 from packager.errors import AccessDenied, ConfigError, ObjectNotFound, StoreError, TransientStoreError
-from packager.stores.base import ListedObject, ObjectFacts
+from packager.stores.base import ListedObject, ObjectFacts, parse_http_date
 
 DAV = "{DAV:}"
 PROPFIND_BODY = (b'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop>'
@@ -42,16 +40,6 @@ PROPFIND_BODY = (b'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DA
 #: prefix of the temporary name an upload is written to before it is moved into place
 TEMP_PREFIX = ".stacpkg-upload-"
 _KEY_SAFE = "/:@!$&'()*+,;=~"
-
-
-def _http_date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 class WebDavStore:
@@ -146,7 +134,7 @@ class WebDavStore:
                     else:
                         props[name] = (el.text or "").strip() or None
             facts = ObjectFacts(size=int(props.get("getcontentlength") or 0), etag=props.get("getetag"),
-                                last_modified=_http_date(props.get("getlastmodified")))
+                                last_modified=parse_http_date(props.get("getlastmodified")))
             out.append((path.lstrip("/"), collection, facts))
         return out
 
