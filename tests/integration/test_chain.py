@@ -16,52 +16,34 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from devservers.stacdata import ITEMS_FILE, read_ndjson
-from packager.locations import parse_href
-from packager.rewrite import RewriteRule, RewriteRules
 from pipelines.assets import CHAIN, validation_report
 from pipelines.settings import Settings, build_resources
+from tests.chain_support import (
+    CDN,
+    EXCLUDED,
+    bucket_bytes,
+    cdn_rules,
+    event_log_text,
+    materialized,
+    pc_items,
+    s3_profiles,
+    seed_items,
+)
 
 pytestmark = pytest.mark.integration
-
-CDN = "https://sentinel2l2a01.blob.core.windows.net/"
-EXCLUDED = ["rendered_preview", "tilejson"]
-
-
-def _pc_items(n: int) -> list[dict]:
-    items = [i for i in read_ndjson(ITEMS_FILE) if i.get("collection") == "sentinel-2-l2a"
-             and all(a["href"].startswith(CDN) for k, a in i["assets"].items() if k not in EXCLUDED)]
-    return items[:n]
-
-
-def _standin(href: str) -> bytes:
-    """Deterministic bytes of a size derived from the href (1-5 KiB)."""
-    seed = hashlib.sha256(href.encode()).digest()
-    size = 1024 + int.from_bytes(seed[:2], "big") % 4096
-    return (seed * (size // len(seed) + 1))[:size]
 
 
 @pytest.fixture
 def chain_env(s3_endpoint, s3_client, s3_bucket_factory, stac_api_url, tmp_path, monkeypatch):
     """Buckets with stand-ins for 3 real S2 items' assets, and the settings of the whole chain."""
     source, package, mirror = s3_bucket_factory(), s3_bucket_factory(), s3_bucket_factory()
-    items = _pc_items(3)
-    rules = RewriteRules(rules=[RewriteRule(prefix=CDN, replacement=f"s3://{source}/sentinel2l2a01/")])
-    expected = {}
-    for item in items:
-        for key, asset in item["assets"].items():
-            if key in EXCLUDED:
-                continue
-            location = parse_href(rules.rewrite(asset["href"]))
-            body = _standin(asset["href"])
-            s3_client.put_object(Bucket=location.container, Key=location.key, Body=body)
-            expected[(item["id"], key)] = body
+    items = pc_items(3)
+    rules = cdn_rules(source)
+    expected = seed_items(s3_client, items, rules)
     monkeypatch.setenv("TEST_CHAIN_KEY_ID", s3_endpoint.access_key_id)
     monkeypatch.setenv("TEST_CHAIN_SECRET", s3_endpoint.secret_access_key)
-    profiles = [{"name": name, "url": f"s3://{bucket}", "endpoint": s3_endpoint.endpoint,
-                 "region": s3_endpoint.region, "access_key_id": {"env": "TEST_CHAIN_KEY_ID"},
-                 "secret_access_key": {"env": "TEST_CHAIN_SECRET"}}
-                for name, bucket in (("source", source), ("package", package), ("mirror", mirror))]
+    profiles = s3_profiles(s3_endpoint, {"source": source, "package": package, "mirror": mirror},
+                           key_env="TEST_CHAIN_KEY_ID", secret_env="TEST_CHAIN_SECRET")
     settings = Settings.model_validate({
         "stac_api": {"url": stac_api_url},
         "search": {"collections": ["sentinel-2-l2a"], "ids": [i["id"] for i in items], "limit": 2},
@@ -80,26 +62,22 @@ def _read_parquet(s3_client, bucket: str, key: str):
     return pq.read_table(io.BytesIO(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()))
 
 
-def _meta(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
-
-
 def test_chain_s3_to_s3_then_local_with_deep_validation(chain_env, s3_client, tmp_path):
     settings, expected = chain_env["settings"], chain_env["expected"]
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(CHAIN, resources=build_resources(settings), instance=instance)
     assert result.success
 
-    assert _meta(result, "search_results")["returned"] == 3
-    assert _meta(result, "items_parquet")["items"] == 3
-    lock_meta = _meta(result, "assets_lock")
+    assert materialized(result, "search_results")["returned"] == 3
+    assert materialized(result, "items_parquet")["items"] == 3
+    lock_meta = materialized(result, "assets_lock")
     assert lock_meta["rows"] == len(expected)
     assert lock_meta["checksums"] == len(expected)
-    relocated = _meta(result, "relocated_assets")
+    relocated = materialized(result, "relocated_assets")
     assert (relocated["copied"], relocated["already_present"], relocated["failed"]) == (len(expected), 0, 0)
     # S3 computed the MD5 of what it received, equal to the MD5 of what was read: no read-back needed.
     assert relocated["verified"] == {"store-md5": len(expected)}
-    assert _meta(result, "validation_report")["ok"] == len(expected)
+    assert materialized(result, "validation_report")["ok"] == len(expected)
     assert all(check.passed for check in result.get_asset_check_evaluations())
 
     # The lock on S3 is the package's: rows locate the source bucket through the rewrite rule, the href is
@@ -127,9 +105,9 @@ def test_chain_s3_to_s3_then_local_with_deep_validation(chain_env, s3_client, tm
 
     # A re-run resumes: nothing is copied again, and the first run's lock still validates.
     again = dg.materialize(CHAIN[3:], resources=build_resources(settings), instance=instance)
-    assert _meta(again, "relocated_assets")["copied"] == 0
-    assert _meta(again, "relocated_assets")["already_present"] == len(expected)
-    assert _meta(again, "validation_report")["ok"] == len(expected)
+    assert materialized(again, "relocated_assets")["copied"] == 0
+    assert materialized(again, "relocated_assets")["already_present"] == len(expected)
+    assert materialized(again, "validation_report")["ok"] == len(expected)
 
     # Same-size rewrite of one relocated object: deep validation flags exactly that one.
     victim = new_lock.to_pylist()[5]
@@ -156,20 +134,11 @@ def test_chain_relocates_s3_to_local(chain_env, tmp_path):
               for p in (tmp_path / "mirror").rglob("*") if p.is_file()}
     assert len(copies) == len(chain_env["expected"])
     # a local file's ETag is not a content hash: every copy is read back and its sha256 compared
-    assert _meta(result, "relocated_assets")["verified"] == {"read-back": len(chain_env["expected"])}
+    assert materialized(result, "relocated_assets")["verified"] == {"read-back": len(chain_env["expected"])}
     for (item_id, key), body in chain_env["expected"].items():
         match = [v for k, v in copies.items() if k.startswith(f"sentinel-2-l2a/{item_id}/{key}")]
         assert match == [body]
-    assert _meta(result, "validation_report")["ok"] == len(chain_env["expected"])
-
-
-def _event_log_text(instance: dg.DagsterInstance, run_id: str) -> str:
-    return "\n".join(repr(record) for record in instance.all_logs(run_id))
-
-
-def _bucket_bytes(s3_client, bucket: str) -> bytes:
-    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])]
-    return b"".join(s3_client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys)
+    assert materialized(result, "validation_report")["ok"] == len(chain_env["expected"])
 
 
 def test_no_secret_reaches_event_log_metadata_or_package(chain_env, s3_endpoint, s3_client, monkeypatch, capfd):
@@ -188,9 +157,9 @@ def test_no_secret_reaches_event_log_metadata_or_package(chain_env, s3_endpoint,
     assert "access denied" in failure.to_string().lower()
 
     captured = capfd.readouterr()
-    package = _bucket_bytes(s3_client, chain_env["package"])
-    for label, text in (("event log of the successful run", _event_log_text(instance, ok.run_id)),
-                        ("event log of the failed run", _event_log_text(instance, failed.run_id)),
+    package = bucket_bytes(s3_client, chain_env["package"])
+    for label, text in (("event log of the successful run", event_log_text(instance, ok.run_id)),
+                        ("event log of the failed run", event_log_text(instance, failed.run_id)),
                         ("step error", failure.to_string()), ("stdout/stderr", captured.out + captured.err)):
         assert secret not in text, label
         assert wrong not in text, label
@@ -226,8 +195,8 @@ def test_chain_relocates_s3_to_swift_and_package_on_webdav(chain_env, swift_serv
                             run_config=dg.RunConfig(ops={"validation_report": {"config": {"deep": True}}}))
     assert result.success
     expected = chain_env["expected"]
-    assert _meta(result, "relocated_assets")["copied"] == len(expected)
-    assert _meta(result, "validation_report")["ok"] == len(expected)
+    assert materialized(result, "relocated_assets")["copied"] == len(expected)
+    assert materialized(result, "validation_report")["ok"] == len(expected)
 
     from swiftclient import client as sc
 

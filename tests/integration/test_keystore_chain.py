@@ -25,18 +25,17 @@ import pytest
 
 from packager.keystore import Keystore, generate_private_key, private_key_pem
 from packager.locations import parse_href
-from packager.rewrite import RewriteRule, RewriteRules
 from packager.stores import StoreRegistry
 from pipelines.assets import CHAIN
 from pipelines.settings import Settings, build_resources
-from tests.integration.test_chain import (
-    CDN,
+from tests.chain_support import (
     EXCLUDED,
-    _bucket_bytes,
-    _event_log_text,
-    _meta,
-    _pc_items,
-    _standin,
+    bucket_bytes,
+    cdn_rules,
+    event_log_text,
+    materialized,
+    pc_items,
+    seed_items,
 )
 
 pytestmark = pytest.mark.integration
@@ -92,17 +91,9 @@ def swift_container(swift_server):
 def keystore_env(s3_endpoint, s3_client, s3_bucket_factory, stac_api_url, swift_server, swift_container, dav,
                  tmp_path, monkeypatch):
     source, package, mirror, readonly = (s3_bucket_factory() for _ in range(4))
-    items = _pc_items(2)
-    rules = RewriteRules(rules=[RewriteRule(prefix=CDN, replacement=f"s3://{source}/sentinel2l2a01/")])
-    expected = {}
-    for item in items:
-        for key, asset in item["assets"].items():
-            if key in EXCLUDED:
-                continue
-            location = parse_href(rules.rewrite(asset["href"]))
-            body = _standin(asset["href"])
-            s3_client.put_object(Bucket=location.container, Key=location.key, Body=body)
-            expected[(item["id"], key)] = body
+    items = pc_items(2)
+    rules = cdn_rules(source)
+    expected = seed_items(s3_client, items, rules)
 
     private = generate_private_key(2048)
     keystore = Keystore.create(private)
@@ -184,10 +175,10 @@ def test_chain_with_keystore_keys_only_and_no_secret_anywhere(keystore_env, s3_c
         ok = dg.materialize(CHAIN, resources=build_resources(settings), instance=instance)
         assert ok.success
         run_ids.append(ok.run_id)
-        assert _meta(ok, "search_results")["returned"] == 2
-        assert _meta(ok, "assets_lock")["rows"] == n
-        assert _meta(ok, "relocated_assets")["copied"] == n
-        assert _meta(ok, "validation_report")["ok"] == n
+        assert materialized(ok, "search_results")["returned"] == 2
+        assert materialized(ok, "assets_lock")["rows"] == n
+        assert materialized(ok, "relocated_assets")["copied"] == n
+        assert materialized(ok, "validation_report")["ok"] == n
 
         # relocation to Swift and to WebDAV, through their keys
         for target in (f"swift://{env['container']}/assets", f"{dav['origin']}/ks-assets"):
@@ -195,8 +186,8 @@ def test_chain_with_keystore_keys_only_and_no_secret_anywhere(keystore_env, s3_c
                                    instance=instance)
             assert again.success, target
             run_ids.append(again.run_id)
-            assert _meta(again, "relocated_assets")["copied"] == n
-            report = _meta(again, "validation_report")
+            assert materialized(again, "relocated_assets")["copied"] == n
+            report = materialized(again, "validation_report")
             assert (report["missing"], report["error"]) == (0, 0), target
             # wsgidav sometimes reports a fresh file's ETag / mtime differently on a later HEAD (not a keystore
             # matter: see the report); the bytes are checked below
@@ -236,7 +227,7 @@ def test_chain_with_keystore_keys_only_and_no_secret_anywhere(keystore_env, s3_c
         failures.append(message)
         assert "access denied" in message.lower() or "forbidden" in message.lower() or "403" in message
 
-        event_logs = {run_id: _event_log_text(instance, run_id) for run_id in run_ids}
+        event_logs = {run_id: event_log_text(instance, run_id) for run_id in run_ids}
     captured = capfd.readouterr()
 
     instance_files = _tree_bytes(home)
@@ -246,9 +237,9 @@ def test_chain_with_keystore_keys_only_and_no_secret_anywhere(keystore_env, s3_c
         **{f"instance file {name}": data for name, data in instance_files.items()},
         "stdout": captured.out.encode(), "stderr": captured.err.encode(),
         **{f"failure {i}": text.encode() for i, text in enumerate(failures)},
-        "package objects": _bucket_bytes(s3_client, env["package"]),
-        "mirror objects": _bucket_bytes(s3_client, env["mirror"]),
-        "read-only target objects": _bucket_bytes(s3_client, env["readonly"]),
+        "package objects": bucket_bytes(s3_client, env["package"]),
+        "mirror objects": bucket_bytes(s3_client, env["mirror"]),
+        "read-only target objects": bucket_bytes(s3_client, env["readonly"]),
         "swift objects": _swift_bytes(swift_server, env["container"]),
         **{f"webdav file {name}": data for name, data in _tree_bytes(dav["root"]).items()},
         "keystore file": env["keystore"].read_bytes(),

@@ -17,13 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from devservers.stacdata import SYNTH_COLLECTION
-from packager.locations import parse_href
-from packager.rewrite import RewriteRule, RewriteRules
 from pipelines.assets import build_chain
 from pipelines.definitions import build_definitions
 from pipelines.sensors import SENSOR_NAME
 from pipelines.settings import Settings, build_resources
-from tests.integration.test_chain import CDN, _standin
+from tests.chain_support import cdn_rules, materialized, put_standins, s3_profiles
 
 pytestmark = pytest.mark.integration
 
@@ -39,23 +37,15 @@ def _day(item: dict) -> str:
 def partition_env(s3_endpoint, s3_client, s3_bucket_factory, stac_api_url, stac_synthetic_items, tmp_path,
                   monkeypatch):
     source, package, mirror = s3_bucket_factory(), s3_bucket_factory(), s3_bucket_factory()
-    rules = RewriteRules(rules=[RewriteRule(prefix=CDN, replacement=f"s3://{source}/sentinel2l2a01/")])
+    rules = cdn_rules(source)
     expected = {day: sorted(i["id"] for i in stac_synthetic_items if _day(i) == day) for day in DAYS}
-    bodies = {}
-    for item in stac_synthetic_items:  # the clones share their hrefs: one stand-in per asset key
-        if _day(item) in DAYS:
-            for key in KEYS:
-                href = item["assets"][key]["href"]
-                if href not in bodies:
-                    bodies[href] = _standin(href)
-                    location = parse_href(rules.rewrite(href))
-                    s3_client.put_object(Bucket=location.container, Key=location.key, Body=bodies[href])
+    # the clones share their hrefs: one stand-in per asset key
+    put_standins(s3_client, (item["assets"][key]["href"] for item in stac_synthetic_items
+                            if _day(item) in DAYS for key in KEYS), rules)
     monkeypatch.setenv("TEST_PART_KEY_ID", s3_endpoint.access_key_id)
     monkeypatch.setenv("TEST_PART_SECRET", s3_endpoint.secret_access_key)
-    profiles = [{"name": name, "url": f"s3://{bucket}", "endpoint": s3_endpoint.endpoint,
-                 "region": s3_endpoint.region, "access_key_id": {"env": "TEST_PART_KEY_ID"},
-                 "secret_access_key": {"env": "TEST_PART_SECRET"}}
-                for name, bucket in (("source", source), ("package", package), ("mirror", mirror))]
+    profiles = s3_profiles(s3_endpoint, {"source": source, "package": package, "mirror": mirror},
+                           key_env="TEST_PART_KEY_ID", secret_env="TEST_PART_SECRET")
     settings = Settings.model_validate({
         "stac_api": {"url": stac_api_url},
         "search": {"collections": [SYNTH_COLLECTION], "limit": 7},
@@ -75,10 +65,6 @@ def _get(s3_client, bucket: str, key: str) -> bytes:
     return s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def _meta(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
-
-
 def test_daily_partitions_package_their_day(partition_env, s3_client):
     settings, expected = partition_env["settings"], partition_env["expected"]
     package, mirror = partition_env["package"], partition_env["mirror"]
@@ -91,10 +77,10 @@ def test_daily_partitions_package_their_day(partition_env, s3_client):
         assert result.success
         assert all(check.passed for check in result.get_asset_check_evaluations())
         rows = len(expected[day]) * len(KEYS)
-        assert _meta(result, "search_results")["returned"] == len(expected[day])
-        assert _meta(result, "assets_lock")["rows"] == rows
-        assert _meta(result, "relocated_assets")["copied"] == rows
-        assert _meta(result, "validation_report")["ok"] == rows
+        assert materialized(result, "search_results")["returned"] == len(expected[day])
+        assert materialized(result, "assets_lock")["rows"] == rows
+        assert materialized(result, "relocated_assets")["copied"] == rows
+        assert materialized(result, "validation_report")["ok"] == rows
 
     for day in DAYS:
         root = f"packages/synth/partitions/{day}"
