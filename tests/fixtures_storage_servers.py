@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import os
 import pwd
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-import urllib.error
-import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from devservers.process import free_port, stop, wait_http
+from devservers.webdav import WebDavServer, wsgidav_server
 
 BIN = os.path.dirname(sys.executable)
 
@@ -45,56 +45,6 @@ class SwiftServer:
         from swiftclient.client import Connection
 
         return Connection(authurl=self.auth_url, user=self.user, key=self.key, retries=1)
-
-
-@dataclass(frozen=True)
-class WebDavServer:
-    url: str
-    user: str
-    password: str
-    root: Path
-
-    @property
-    def href_origin(self) -> str:
-        return "webdav://" + self.url.split("://", 1)[1]
-
-
-def free_port(avoid: list[int] | tuple[int, ...] = ()) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in avoid:
-            return port
-
-
-def wait_http(url: str, ok: tuple[int, ...] = (200,), timeout: float = 30,
-              proc: subprocess.Popen | None = None) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited early with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status in ok:
-                    return
-        except urllib.error.HTTPError as e:
-            if e.code in ok:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(url)
-
-
-def stop(proc: subprocess.Popen, timeout: float = 15) -> None:
-    if proc.poll() is None:
-        proc.terminate()  # SIGTERM to this PID only
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 DICTCACHE = '''
@@ -228,31 +178,28 @@ def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftServ
             if p.poll() is None:
                 p.terminate()
         for p in reversed(procs):
-            stop(p)
+            stop(p, timeout=15)
         for log in logs:
             log.close()
 
 
 @pytest.fixture(scope="session")
 def webdav_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDavServer]:
-    from cheroot import wsgi
-    from wsgidav.wsgidav_app import WsgiDAVApp
+    with wsgidav_server(tmp_path_factory.mktemp("dav")) as server:
+        yield server
 
-    root = tmp_path_factory.mktemp("dav")
-    app = WsgiDAVApp({
-        "provider_mapping": {"/": str(root)},
-        "http_authenticator": {"domain_controller": None, "accept_basic": True,
-                               "accept_digest": False, "default_to_digest": False},
-        "simple_dc": {"user_mapping": {"*": {"tester": {"password": "testing"}}}},
-        "verbose": 1, "logging": {"enable_loggers": []},
-        "property_manager": True, "lock_storage": True, "dir_browser": {"enable": False}})
-    server = wsgi.Server(("127.0.0.1", 0), app, numthreads=16)
-    server.prepare()  # binds; the port is known now
-    t = threading.Thread(target=server.serve, daemon=True, name="wsgidav")
-    t.start()
-    try:
-        yield WebDavServer(url=f"http://127.0.0.1:{server.bind_addr[1]}", user="tester", password="testing",
-                           root=root)
-    finally:
-        server.stop()
-        t.join(10)
+
+@pytest.fixture
+def swift_container(swift_server: SwiftServer) -> Iterator[str]:
+    """A fresh container (and its segment container), emptied and deleted afterwards."""
+    name = f"c-{uuid.uuid4().hex[:12]}"
+    conn = swift_server.connection()
+    conn.put_container(name)
+    yield name
+    for container in (name, f"{name}_segments"):
+        try:
+            for obj in conn.get_container(container, full_listing=True)[1]:
+                conn.delete_object(container, obj["name"])
+            conn.delete_container(container)
+        except Exception:  # noqa: S110 - a segment container may never have been made
+            pass

@@ -166,15 +166,6 @@ def test_no_secret_reaches_event_log_metadata_or_package(chain_env, s3_endpoint,
     assert secret.encode() not in package and wrong.encode() not in package
 
 
-@pytest.fixture
-def swift_container(swift_server):
-    from swiftclient import client as sc
-
-    name = f"chain-{hashlib.sha256(str(id(object())).encode()).hexdigest()[:10]}"
-    sc.put_container(swift_server.storage_url, swift_server.token, name)
-    return name
-
-
 def test_chain_relocates_s3_to_swift_and_package_on_webdav(chain_env, swift_server, swift_container,
                                                           webdav_server, monkeypatch):
     """Dagster resources configured only by settings and environment: S3 source, Swift target, WebDAV package."""

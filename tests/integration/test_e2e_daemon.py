@@ -16,7 +16,6 @@ import contextlib
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from devservers.process import free_port
 from tests.integration.test_partitions import DAYS, partition_env  # noqa: F401 (fixture)
 
 # Opt-in: 2-4 min on an idle 2-core machine (backfill about 110 s), up to 6.5 min measured under load,
@@ -38,12 +38,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600),
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 LOCATION = {"repositoryLocationName": "stac_packager", "repositoryName": "__repository__"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Servers:
@@ -123,7 +117,7 @@ def test_backfill_then_sensor_revalidation(partition_env, s3_client, tmp_path): 
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
     env = {**os.environ, "DAGSTER_HOME": str(home), "STAC_PACKAGER_CONFIG": str(config),
            "DAGSTER_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
-    port = _free_port()
+    port = free_port()
     # Create the storage once before the two servers start: both would migrate a fresh sqlite home at once
     # and one dies on "table alembic_version already exists" (a deployment runs this step too).
     subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "migrate"], env=env, cwd=REPO,

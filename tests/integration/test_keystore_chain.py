@@ -16,13 +16,12 @@ S3 canary key, a wrong S3 secret that makes one run fail, the private key's PEM 
 from __future__ import annotations
 
 import asyncio
-import threading
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from devservers.webdav import wsgidav_server
 from packager.keystore import Keystore, generate_private_key, private_key_pem
 from packager.locations import parse_href
 from packager.stores import StoreRegistry
@@ -50,41 +49,9 @@ PASSPHRASE = "keystore passphrase 7e4f2a9b"
 @pytest.fixture(scope="module")
 def dav(tmp_path_factory):
     """A WebDAV server (wsgidav) of our own, whose basic-auth password is distinctive."""
-    from cheroot import wsgi
-    from wsgidav.wsgidav_app import WsgiDAVApp
-
     root = tmp_path_factory.mktemp("dav-keystore")
-    app = WsgiDAVApp({
-        "provider_mapping": {"/": str(root)},
-        "http_authenticator": {"domain_controller": None, "accept_basic": True, "accept_digest": False,
-                               "default_to_digest": False},
-        "simple_dc": {"user_mapping": {"*": {"keeper": {"password": DAV_PASSWORD}}}},
-        "verbose": 1, "logging": {"enable_loggers": []},
-        "property_manager": True, "lock_storage": True, "dir_browser": {"enable": False}})
-    server = wsgi.Server(("127.0.0.1", 0), app, numthreads=16)
-    server.prepare()
-    thread = threading.Thread(target=server.serve, daemon=True, name="wsgidav-keystore")
-    thread.start()
-    try:
-        yield {"origin": f"webdav://127.0.0.1:{server.bind_addr[1]}", "root": root}
-    finally:
-        server.stop()
-        thread.join(10)
-
-
-@pytest.fixture
-def swift_container(swift_server):
-    container = f"ks-{uuid.uuid4().hex[:12]}"
-    conn = swift_server.connection()
-    conn.put_container(container)
-    yield container
-    for name in (container, f"{container}_segments"):
-        try:
-            for obj in conn.get_container(name, full_listing=True)[1]:
-                conn.delete_object(name, obj["name"])
-            conn.delete_container(name)
-        except Exception:  # noqa: S110 - the segment container may never have been made
-            pass
+    with wsgidav_server(root, user="keeper", password=DAV_PASSWORD) as server:
+        yield {"origin": server.href_origin, "root": root}
 
 
 @pytest.fixture

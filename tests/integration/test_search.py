@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pydantic
 import pytest
 
+from devservers.process import free_port
 from packager.search import SearchError, SearchRequest, search_to_ndjson
 from tests.retry_proxy import retry_proxy
 
@@ -34,12 +34,6 @@ def _bbox_hits(items: list[dict[str, Any]], box: list[float]) -> set[str]:
         for it in items
         if it["bbox"][0] <= x1 and it["bbox"][2] >= x0 and it["bbox"][1] <= y1 and it["bbox"][3] >= y0
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -227,7 +221,7 @@ def test_server_rejects_request_not_retried(stac_api_url: str, tmp_path: Path) -
 
 
 def test_api_down_is_search_error(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     out = tmp_path / "o.ndjson"
     with pytest.raises(SearchError) as exc:
         search_to_ndjson(url, SearchRequest(), out, max_retries=1, backoff_factor=0.01, timeout=5)
@@ -239,7 +233,7 @@ def test_failure_leaves_existing_output_untouched(tmp_path: Path) -> None:
     out = tmp_path / "o.ndjson"
     out.write_text("previous\n")
     with pytest.raises(SearchError):
-        search_to_ndjson(f"http://127.0.0.1:{_free_port()}", SearchRequest(), out, max_retries=0)
+        search_to_ndjson(f"http://127.0.0.1:{free_port()}", SearchRequest(), out, max_retries=0)
     assert out.read_text() == "previous\n" and len(list(tmp_path.iterdir())) == 1
 
 
@@ -268,7 +262,7 @@ def test_secret_headers_sent_but_never_shown(
 
 def test_url_secrets_masked_in_errors(tmp_path: Path) -> None:
     """Credentials belong in headers; a token in the URL is still masked in the message and record."""
-    down = f"http://user:{SECRET}@127.0.0.1:{_free_port()}/?token={SECRET}"
+    down = f"http://user:{SECRET}@127.0.0.1:{free_port()}/?token={SECRET}"
     with pytest.raises(SearchError) as exc:
         search_to_ndjson(down, SearchRequest(), tmp_path / "x.ndjson", max_retries=0)
     assert SECRET not in str(exc.value) and "token=***" in str(exc.value)

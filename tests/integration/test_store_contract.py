@@ -111,22 +111,6 @@ def swift_profile(server, container: str, **extra: Any) -> StorageProfile:
 
 
 @pytest.fixture
-def swift_container(swift_server) -> Iterator[str]:
-    """A fresh container (and its segment container), emptied and deleted afterwards."""
-    name = f"c-{uuid.uuid4().hex[:12]}"
-    conn = swift_server.connection()
-    conn.put_container(name)
-    yield name
-    for container in (name, f"{name}_segments"):
-        try:
-            for obj in conn.get_container(container, full_listing=True)[1]:
-                conn.delete_object(container, obj["name"])
-            conn.delete_container(container)
-        except Exception:  # noqa: S110 - a segment container may never have been made
-            pass
-
-
-@pytest.fixture
 def swift_backend(swift_server, swift_container) -> Backend:
     registry = StoreRegistry([swift_profile(swift_server, swift_container)])
     base = parse_href(f"swift://{swift_container}/contract")
