@@ -255,13 +255,15 @@ class WebDavStore:
         source_error: list[BaseException] = []
 
         async def body() -> AsyncIterator[bytes]:
+            # A failing source ends the body cleanly instead of aborting the connection: the server then
+            # finishes its PUT of the temporary name before we delete it. An aborted chunked upload leaves
+            # a server handler that may still create the temporary file after our DELETE has been answered.
             try:
                 async for chunk in chunks:
                     if chunk:
                         yield bytes(chunk)
-            except BaseException as exc:
+            except Exception as exc:
                 source_error.append(exc)
-                raise
 
         try:
             try:
@@ -272,24 +274,44 @@ class WebDavStore:
                     self._known_dirs.clear()
                     raise TransientStoreError(str(exc), href=exc.href) from None
                 raise
+            if source_error:
+                await self._delete_quietly(temp)
+                raise self._source_failed(key, source_error[0])
             await self._request("MOVE", temp, ok=(201, 204), what="MOVE into place", for_key=key,
                                 headers={"Destination": self._url(key), "Overwrite": "T"})
         except BaseException as exc:
-            with contextlib.suppress(BaseException):  # the original error matters more than the cleanup
-                await asyncio.shield(self._delete_quietly(temp))
             if source_error and not isinstance(exc, asyncio.CancelledError):
-                source = source_error[0]
-                if isinstance(source, StoreError):
-                    raise source from None
-                href = self._href(key)
-                raise StoreError(f"{href}: reading the source failed: {type(source).__name__}: {source}",
-                                 href=href) from None
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(self._delete_quietly(temp))
+                raise self._source_failed(key, source_error[0]) from None
+            with contextlib.suppress(BaseException):  # the original error matters more than the cleanup
+                await asyncio.shield(self._delete_until_gone(temp))
             raise
         return None
+
+    def _source_failed(self, key: str, source: BaseException) -> StoreError:
+        """The error to raise when the bytes being uploaded could not be read: the source's own if typed."""
+        if isinstance(source, StoreError):
+            return source
+        href = self._href(key)
+        return StoreError(f"{href}: reading the source failed: {type(source).__name__}: {source}", href=href)
 
     async def _delete_quietly(self, key: str) -> None:
         with contextlib.suppress(httpx.HTTPError):
             await self._client().request("DELETE", self._url(key))
+
+    async def _delete_until_gone(self, key: str) -> None:
+        """Delete a temporary upload after a failed PUT, then look again a few times over about a second.
+
+        When the connection broke mid-upload the server's handler for it may still be running and write
+        the file after our first DELETE; a hidden temporary must not be left behind holding bytes."""
+        await self._delete_quietly(key)
+        for delay in (0.05, 0.2, 0.75):
+            await asyncio.sleep(delay)
+            with contextlib.suppress(httpx.HTTPError):
+                response = await self._client().request("HEAD", self._url(key))
+                if response.status_code != 404:
+                    await self._delete_quietly(key)
 
     async def delete(self, key: str) -> None:
         await self._request("DELETE", key, ok=(200, 204, 404), what="DELETE")
