@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures_servers", "tests.fixtures_storage_servers"]
+pytest_plugins = ["tests.fixtures_servers", "tests.fixtures_storage_servers", "tests.fixtures_faults"]

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Protocol, runtime_checkable
 
+from packager.errors import TransientStoreError
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectFacts:
@@ -36,6 +38,15 @@ def parse_http_date(value: str | None) -> datetime | None:
     except (TypeError, ValueError):
         return None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def short_read(href: str, read: int, expected: int) -> TransientStoreError:
+    """A response body that ended before (or after) the length it announced, without a transport error.
+
+    Every backend checks the bytes it streamed against the response's length, so a body cut short is
+    never passed off as the whole object; it is transient: reading it again may well succeed."""
+    return TransientStoreError(f"{href}: the response body ended after {read} of {expected} bytes (cut short); "
+                               "reading it again may help", href=href)
 
 
 @dataclass(frozen=True, slots=True)

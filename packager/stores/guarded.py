@@ -42,6 +42,12 @@ class GuardedStore:
         self._need("read", key)
         return await self._inner.head(key)
 
+    async def head_many(self, keys: list[str]) -> list[ObjectFacts | BaseException] | None:
+        if keys:
+            self._need("read", keys[0])
+        head_many = getattr(self._inner, "head_many", None)
+        return await head_many(keys) if head_many else None
+
     async def get_range(self, key: str, start: int, end: int) -> bytes:
         self._need("read", key)
         return await self._inner.get_range(key, start, end)

@@ -17,6 +17,7 @@ from typing import Any
 import obstore
 from obstore.exceptions import (
     AlreadyExistsError,
+    GenericError,
     NotFoundError,
     PermissionDeniedError,
     PreconditionError,
@@ -24,7 +25,8 @@ from obstore.exceptions import (
 )
 
 from packager.errors import AccessDenied, ObjectNotFound, StoreError, TransientStoreError
-from packager.stores.base import ListedObject, ObjectFacts
+from packager.stores.base import ListedObject, ObjectFacts, short_read
+from packager.stores.local_facts import plain_key, stat_many
 
 #: user-metadata name of the content checksum (sha256 multihash), as STAC's ``file:checksum``
 CHECKSUM_METADATA = "file-checksum"
@@ -32,6 +34,13 @@ _XATTR = "user." + CHECKSUM_METADATA
 
 _TRANSIENT_HINTS = ("timed out", "timeout", "connection", "500", "502", "503", "504", "429", "reset",
                     "broken pipe", "incomplete", "unexpected eof", "error decoding response body")
+#: What obstore's debug dump (below its first line) says when the transport failed: a reset, a body cut
+#: short ("HTTP error: request or response body error" / "error sending request" on the first line once
+#: obstore's own retries are spent). Such a request may succeed when tried again.
+_TRANSPORT_HINTS = ("error sending request", "request or response body error", "connectionreset",
+                    "connection reset", "connectionaborted", "connection closed", "connectionrefused",
+                    "unexpectedeof", "incompletebody", "incompletemessage", "brokenpipe", "broken pipe",
+                    "timedout", "timed out")
 
 
 #: Seconds to let obstore's tokio threads release their Python references before the interpreter
@@ -76,6 +85,8 @@ def translate_error(exc: BaseException, href: str) -> StoreError:
                           "storage profile", href=href)
     if any(h in lowered for h in _TRANSIENT_HINTS):
         return TransientStoreError(f"{href}: {detail}", href=href)
+    if isinstance(exc, GenericError) and any(h in str(exc).lower() for h in _TRANSPORT_HINTS):
+        return TransientStoreError(f"{href}: {detail} (the connection failed; trying again may help)", href=href)
     return StoreError(f"{href}: {detail}", href=href)
 
 
@@ -135,6 +146,17 @@ class ObstoreStore:
         except Exception as exc:
             raise translate_error(exc, self._href(key)) from None
 
+    async def head_many(self, keys: list[str]) -> list[ObjectFacts | BaseException] | None:
+        """Facts (or the typed error) of many local files at once; None for remote stores (HEAD each).
+
+        Local files are stat'ed in batches in worker threads (:mod:`packager.stores.local_facts`) with
+        the same ETag and last-modified obstore gives, at a fraction of the cost of one obstore call each."""
+        if self._local_root is None or not all(plain_key(k) for k in keys):
+            return None
+        paths = [os.path.join(self._local_root, key) for key in keys]
+        root_length = len(self._local_root)
+        return await stat_many(paths, lambda exc, path: translate_error(exc, self._href(path[root_length:])))
+
     async def get_range(self, key: str, start: int, end: int) -> bytes:
         try:
             return bytes(await obstore.get_range_async(self._store, key, start=start, end=end))
@@ -150,10 +172,15 @@ class ObstoreStore:
     async def stream(self, key: str, chunk_size: int) -> AsyncIterator[bytes]:
         try:
             result = await obstore.get_async(self._store, key)
+            start, stop = result.range
+            read = 0
             async for chunk in result.stream(min_chunk_size=chunk_size):
+                read += len(chunk)
                 yield chunk
         except Exception as exc:
             raise translate_error(exc, self._href(key)) from None
+        if read != stop - start:  # a body that ended early without an error: never pass it off as whole
+            raise short_read(self._href(key), read, stop - start)
 
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes], *, chunk_size: int, max_concurrency: int,
                          content_type: str | None = None, metadata: dict[str, str] | None = None) -> str | None:

@@ -61,6 +61,8 @@ class StoreRegistry:
         return Location(location.kind, location.container, location.key, endpoint) if endpoint else location
 
     def profile_for(self, location: Location) -> StorageProfile | None:
+        if not self.profiles:  # called per row: skip building the href when there is nothing to match
+            return None
         return pick_profile(self.profiles, location.href())
 
     # -- stores --------------------------------------------------------------------------------
@@ -106,6 +108,17 @@ class StoreRegistry:
 
     def check_readable(self, location: Location, what: str = "") -> None:
         self.check_capability(location, "read", what)
+
+    def request_retries(self) -> int:
+        """Requests the store clients built so far sent again on their own (Swift: swiftclient's retries
+        and resumed downloads; WebDAV: replayed requests, resumed downloads, recovered MOVEs).
+
+        obstore (S3, GCS, Azure, HTTP) retries inside its Rust client and does not tell how often, so its
+        retries are not in this count; the engine's row retries (a whole row tried again) are not either:
+        they are in each job's summary."""
+        with self._lock:
+            stores = list(self._cache.values())
+        return sum(int(getattr(store, "request_retries", 0) or 0) for store in stores)
 
     def concurrency_for(self, location: Location, default: int) -> int:
         profile = self.profile_for(location)

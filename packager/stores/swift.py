@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from packager.errors import AccessDenied, ConfigError, ObjectNotFound, StoreError, TransientStoreError
-from packager.stores.base import ListedObject, ObjectFacts, parse_http_date
+from packager.stores.base import ListedObject, ObjectFacts, parse_http_date, short_read
 
 T = TypeVar("T")
 MiB = 1 << 20
@@ -102,7 +102,8 @@ def translate_swift_error(exc: BaseException, href: str, scrub: Callable[[str], 
         if status is None or status in (408, 429, 498, 499) or status >= 500:
             return TransientStoreError(f"{href}: {detail}", href=href)
         return StoreError(f"{href}: {detail}", href=href)
-    if isinstance(exc, (TimeoutError, ConnectionError, OSError)) or _is_requests_error(exc):
+    if isinstance(exc, (TimeoutError, ConnectionError, OSError)) or _is_requests_error(exc) \
+            or _is_broken_response(exc):
         return TransientStoreError(f"{href}: {type(exc).__name__}: {scrub(str(exc))[:200]}", href=href)
     return StoreError(f"{href}: {type(exc).__name__}: {scrub(str(exc))[:200]}", href=href)
 
@@ -113,6 +114,72 @@ def _is_requests_error(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(exc, RequestException)
+
+
+def _is_broken_response(exc: BaseException) -> bool:
+    """A response cut short or reset while its body was read: urllib3's ``ProtocolError`` ("Connection
+    broken: IncompleteRead" / "ConnectionResetError") or http.client's ``IncompleteRead``. swiftclient
+    reads bodies through the raw urllib3 response, so these reach us unwrapped by requests."""
+    import http.client
+
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    return isinstance(exc, (Urllib3Error, http.client.HTTPException))
+
+
+def _counting_connection_class() -> type:
+    """swiftclient's ``Connection`` that also retries broken responses and counts its retries.
+
+    swiftclient retries a request on socket and requests errors, 5xx and 408/499, but a body that breaks
+    off while it is read (urllib3 ``ProtocolError``) escapes its retry loop. Here such an error becomes a
+    ``requests.ConnectionError`` inside the loop, so it is retried like a reset connection (a streamed
+    PUT body cannot be replayed: swiftclient then gives up, and the caller's row retry takes over). A
+    ``bytes`` body is sent as a rewindable ``BytesIO``, so it can be sent again too (unless the write is
+    conditional). Every attempt after the first of a call is added to the store's ``request_retries``.
+    """
+    global _COUNTING_CONNECTION
+    if _COUNTING_CONNECTION is not None:
+        return _COUNTING_CONNECTION
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from swiftclient.client import Connection
+
+    class CountingConnection(Connection):
+        on_retries: Callable[[int], None] | None = None
+
+        def _retry(self, reset_func, func, *args, **kwargs):  # noqa: ANN001, ANN202 - swiftclient's signature
+            def call(*a: Any, **kw: Any) -> Any:
+                try:
+                    return func(*a, **kw)
+                except Exception as exc:
+                    if _is_broken_response(exc):
+                        raise RequestsConnectionError(f"{type(exc).__name__}: {exc}") from exc
+                    raise
+
+            call.__name__ = getattr(func, "__name__", "call")
+            resumed = kwargs.get("attempts", 0)
+            try:
+                return super()._retry(reset_func, call, *args, **kwargs)
+            finally:
+                # a fresh call's first attempt is not a retry; a resumed download (attempts given) is one
+                retries = self.attempts - resumed - (0 if resumed else 1)
+                if retries > 0 and self.on_retries is not None:
+                    self.on_retries(retries)
+
+        def put_object(self, container, obj, contents, content_length=None, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            # bytes cannot be rewound, so swiftclient refuses to send them again ("no ability to reset
+            # contents for reupload"); a BytesIO of them can be. Not for a conditional write: a repeat after
+            # a lost answer fails its own precondition (412) and cannot tell its success from another's.
+            conditional = any(h.lower() in ("if-match", "if-none-match") for h in (kwargs.get("headers") or {}))
+            if isinstance(contents, (bytes, bytearray)) and contents and not conditional:
+                content_length = len(contents) if content_length is None else content_length
+                contents = io.BytesIO(contents)
+            return super().put_object(container, obj, contents, content_length, *args, **kwargs)
+
+    _COUNTING_CONNECTION = CountingConnection
+    return CountingConnection
+
+
+_COUNTING_CONNECTION: type | None = None
 
 
 def _listing_date(value: str | None) -> datetime | None:
@@ -255,19 +322,28 @@ class SwiftStore:
         self._reads = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="swift-read")
         self._writes = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="swift-write")
         self._scrub = _Scrubber(lambda: [self._key, self._token, self._temp_url_key])
+        #: requests swiftclient sent again (after a reset, a broken body, a 5xx, a 401 re-auth) and body
+        #: downloads it resumed; the row retries of the engine are counted apart from these
+        self.request_retries = 0
+        self._count_lock = threading.Lock()
 
     # -- plumbing ------------------------------------------------------------------------------
     def _href(self, key: str, container: str | None = None) -> str:
         return f"swift://{container or self.container}/{quote(key, safe='/:@!$&()*+,;=~')}"
 
-    def _new_connection(self) -> Any:
-        from swiftclient.client import Connection
+    def _count_retries(self, n: int) -> None:
+        with self._count_lock:
+            self.request_retries += n
 
+    def _new_connection(self) -> Any:
         with self._auth_lock:
             url, token = self._storage_url, self._token
-        return Connection(authurl=self._auth_url, user=self._user, key=self._key, preauthurl=url,
-                          preauthtoken=token, retries=self._retries, starting_backoff=0.25, max_backoff=8,
-                          timeout=self._timeout, insecure=self._insecure, auth_version="1")
+        conn = _counting_connection_class()(
+            authurl=self._auth_url, user=self._user, key=self._key, preauthurl=url, preauthtoken=token,
+            retries=self._retries, starting_backoff=0.25, max_backoff=8, timeout=self._timeout,
+            insecure=self._insecure, auth_version="1")
+        conn.on_retries = self._count_retries
+        return conn
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -329,18 +405,23 @@ class SwiftStore:
         finished = False
         try:
             try:
-                _, body = await loop.run_in_executor(
+                headers, body = await loop.run_in_executor(
                     self._reads, lambda: conn.get_object(self.container, key, resp_chunk_size=chunk_size))
             except Exception as exc:
                 raise translate_swift_error(exc, href, self._scrub) from None
+            expected = int(headers["content-length"]) if headers.get("content-length", "").isdigit() else None
+            read = 0
             while True:
                 try:
                     chunk = await loop.run_in_executor(self._reads, _next_or_none, body)
                 except Exception as exc:
                     raise translate_swift_error(exc, href, self._scrub) from None
                 if chunk is None:
+                    if expected is not None and read != expected:  # ended early without an error
+                        raise short_read(href, read, expected)
                     finished = True
                     return
+                read += len(chunk)
                 yield chunk
         finally:
             if conn.url and conn.token:

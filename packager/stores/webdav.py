@@ -11,6 +11,11 @@ root below the origin (``/remote.php/dav/files/me/``) is simply part of the key.
   created level by level with MKCOL (405 = already there);
 * list: PROPFIND depth 1, recursively; delete: DELETE; copy: COPY.
 
+Failures: a request that can be sent again (not a streamed PUT body, not MOVE) is retried with backoff
+after a transport error or a 408/429/5xx answer; a download that breaks off resumes with ``Range`` +
+``If-Match``; a MOVE whose answer was lost is settled by looking at the temporary and the target. Each
+of these is counted in ``request_retries``. A body shorter than its ``Content-Length`` is an error.
+
 WebDAV keeps no user metadata we can rely on, so ``keeps_metadata`` is False and :meth:`read_metadata`
 returns ``{}``: relocation then verifies a present destination by reading it. WebDAV ETags are not
 content hashes (wsgidav: inode-mtime-size, whole seconds).
@@ -20,7 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import posixpath
+import ssl
+import sys
 import uuid
 import weakref
 from collections.abc import AsyncIterator
@@ -31,7 +39,20 @@ from xml.etree import ElementTree
 import httpx
 
 from packager.errors import AccessDenied, ConfigError, ObjectNotFound, StoreError, TransientStoreError
-from packager.stores.base import ListedObject, ObjectFacts, parse_http_date
+from packager.stores.base import ListedObject, ObjectFacts, parse_http_date, short_read
+
+
+def _spare_sniffio_lookups() -> None:
+    """httpcore 1.0 imports ``sniffio`` for every async request it sends, to tell asyncio from trio; anyio
+    no longer depends on sniffio, so where it is not installed each of these imports fails after searching
+    every ``sys.path`` entry (0.1-1 ms; ~5 % of the CPU of a WebDAV relocation in the test suite). A ``None``
+    entry in ``sys.modules`` makes that import fail at once, with the same outcome (httpcore then assumes
+    asyncio). Installing sniffio is the other cure."""
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+
+_spare_sniffio_lookups()
 
 DAV = "{DAV:}"
 PROPFIND_BODY = (b'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop>'
@@ -40,6 +61,32 @@ PROPFIND_BODY = (b'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DA
 #: prefix of the temporary name an upload is written to before it is moved into place
 TEMP_PREFIX = ".stacpkg-upload-"
 _KEY_SAFE = "/:@!$&'()*+,;=~"
+#: methods whose request can be sent again when its answer was lost: repeating them leaves the server as
+#: one success would (MKCOL answers 405 the second time, DELETE 404, COPY/PUT with the same bytes overwrite).
+#: MOVE is not among them (see :meth:`WebDavStore._move_into_place`), nor conditional writes (:func:`_conditional`).
+REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND", "MKCOL", "DELETE", "PUT", "COPY"})
+#: seconds before a request is sent again; doubled each time up to RETRY_MAX_WAIT
+RETRY_FIRST_WAIT = 0.1
+RETRY_MAX_WAIT = 3.2
+#: A streamed PUT body goes out in chunks of at most this size (chunked transfer coding). The relocation
+#: hands over 8 MiB at a time; cheroot (wsgidav's server) re-slices its buffer for every 8 KiB it reads
+#: from a chunk, so a 5 MiB chunk costs it ~1.6 GB of memcpy and a relocation onto it crawled.
+PUT_PIECE = 64 * 1024
+
+
+def _is_stream(content: Any) -> bool:
+    """A request body that can be sent only once (an iterator), as opposed to bytes/str/None."""
+    return content is not None and not isinstance(content, (bytes, bytearray, memoryview, str))
+
+
+def _conditional(headers: dict[str, str] | None) -> bool:
+    """A conditional write (If-Match / If-None-Match) is not sent again on our own: when its answer was lost,
+    the repeat fails its own precondition (412) and cannot tell its own success from another writer's."""
+    return any(h.lower() in ("if-match", "if-none-match") for h in (headers or {}))
+
+
+def _retryable_status(status: int) -> bool:
+    return status in (408, 429) or status >= 500
 
 
 class WebDavStore:
@@ -49,7 +96,7 @@ class WebDavStore:
 
     def __init__(self, origin: str, *, username: str | None = None, password: str | None = None,
                  href_scheme: str | None = None, timeout: float = 120.0, connect_timeout: float = 10.0,
-                 max_connections: int = 64, verify: bool = True) -> None:
+                 max_connections: int = 64, verify: bool = True, retries: int = 4) -> None:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"WebDAV origin {origin!r} must be http(s)://host[:port]")
@@ -63,6 +110,12 @@ class WebDavStore:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = \
             weakref.WeakKeyDictionary()
         self._known_dirs: set[str] = set()
+        self._ssl_context: ssl.SSLContext | None = None
+        #: how often a failed request is sent again (replayable requests only; see :meth:`_request`)
+        self.retries = max(0, retries)
+        #: requests sent again after a transport error or a 408/429/5xx answer, downloads resumed after a
+        #: broken body, MOVEs whose lost answer was recovered; the engine's row retries are counted apart
+        self.request_retries = 0
 
     # -- plumbing ------------------------------------------------------------------------------
     def _client(self) -> httpx.AsyncClient:
@@ -71,11 +124,20 @@ class WebDavStore:
         client = self._clients.get(loop)
         if client is None:
             client = httpx.AsyncClient(auth=self._auth, timeout=self._timeout, limits=self._limits,
-                                       verify=self._verify, follow_redirects=False,
+                                       follow_redirects=False,
                                        transport=httpx.AsyncHTTPTransport(retries=2, limits=self._limits,
-                                                                          verify=self._verify))
+                                                                          verify=self._tls()))
             self._clients[loop] = client
         return client
+
+    def _tls(self) -> ssl.SSLContext | bool:
+        """One TLS context for all of this store's clients (building one loads the CA bundle: ~30 ms of CPU,
+        and every event loop - lock, relocation, validation, lease - gets its own client); none for http."""
+        if not self.origin.startswith("https://"):
+            return False
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context(verify=self._verify)
+        return self._ssl_context
 
     def _url(self, key: str) -> str:
         return f"{self.origin}/{quote(key.lstrip('/'), safe=_KEY_SAFE)}"
@@ -94,19 +156,42 @@ class WebDavStore:
             return TransientStoreError(f"{href}: {detail}", href=href)
         return StoreError(f"{href}: {detail}", href=href)
 
+    async def _backoff(self, attempt: int) -> None:
+        """Count one retry and wait before it: 0.1 s, 0.2 s, 0.4 s ... up to 3.2 s."""
+        self.request_retries += 1
+        await asyncio.sleep(min(RETRY_FIRST_WAIT * (2 ** attempt), RETRY_MAX_WAIT))
+
     async def _request(self, method: str, key: str, *, ok: tuple[int, ...], what: str | None = None,
-                       for_key: str | None = None, **kwargs: Any) -> httpx.Response:
-        """One request; errors name ``for_key`` (the object an operation is for) or else ``key``."""
+                       for_key: str | None = None, retry: bool | None = None, **kwargs: Any) -> httpx.Response:
+        """One request; errors name ``for_key`` (the object an operation is for) or else ``key``.
+
+        A request that can safely be sent again (``retry``; by default methods in :data:`REPLAYABLE` with
+        a body given as bytes, not a stream) is retried with backoff, up to :attr:`retries` times, after a
+        transport error (reset, body cut short, timeout) or a 408/429/5xx answer."""
         href = self._href(for_key if for_key is not None else key)
-        try:
-            response = await self._client().request(method, self._url(key), **kwargs)
-        except httpx.TransportError as exc:
-            raise TransientStoreError(f"{href}: {method} failed: {type(exc).__name__}: {exc}", href=href) from None
-        except httpx.HTTPError as exc:
-            raise StoreError(f"{href}: {method} failed: {type(exc).__name__}: {exc}", href=href) from None
-        if response.status_code not in ok:
+        if retry is None:
+            retry = (method in REPLAYABLE and not _is_stream(kwargs.get("content"))
+                     and not (method not in ("GET", "HEAD", "PROPFIND") and _conditional(kwargs.get("headers"))))
+        attempt = 0
+        while True:
+            try:
+                response = await self._client().request(method, self._url(key), **kwargs)
+            except httpx.TransportError as exc:
+                if retry and attempt < self.retries:
+                    await self._backoff(attempt)
+                    attempt += 1
+                    continue
+                raise TransientStoreError(f"{href}: {method} failed: {type(exc).__name__}: {exc}"
+                                          + (f" (after {attempt} retries)" if attempt else ""), href=href) from None
+            except httpx.HTTPError as exc:
+                raise StoreError(f"{href}: {method} failed: {type(exc).__name__}: {exc}", href=href) from None
+            if response.status_code in ok:
+                return response
+            if retry and attempt < self.retries and _retryable_status(response.status_code):
+                await self._backoff(attempt)
+                attempt += 1
+                continue
             raise self._error(response.status_code, href, what or method)
-        return response
 
     # -- PROPFIND ------------------------------------------------------------------------------
     def _parse_multistatus(self, body: bytes) -> list[tuple[str, bool, ObjectFacts]]:
@@ -171,17 +256,61 @@ class WebDavStore:
         return list(await asyncio.gather(*(self.get_range(key, s, e) for s, e in zip(starts, ends, strict=True))))
 
     async def stream(self, key: str, chunk_size: int) -> AsyncIterator[bytes]:
+        """The object's bytes. A download that breaks off (reset, body cut short, 5xx) is resumed where it
+        stopped with a ``Range`` request conditional on the first answer's ETag (``If-Match``), up to
+        :attr:`retries` times; a changed object (412) is an error, never a splice of two versions."""
         href = self._href(key)
-        try:
-            async with self._client().stream("GET", self._url(key)) as response:
-                if response.status_code != 200:
-                    raise self._error(response.status_code, href, "GET")
-                async for chunk in response.aiter_bytes(chunk_size):
-                    yield chunk
-        except httpx.TransportError as exc:
-            raise TransientStoreError(f"{href}: GET failed: {type(exc).__name__}: {exc}", href=href) from None
-        except httpx.HTTPError as exc:
-            raise StoreError(f"{href}: GET failed: {type(exc).__name__}: {exc}", href=href) from None
+        sent = 0
+        expected: int | None = None
+        etag: str | None = None
+        attempt = 0
+        while True:
+            headers = {}
+            if sent:
+                headers["Range"] = f"bytes={sent}-"
+                if etag:
+                    headers["If-Match"] = etag
+            try:
+                async with self._client().stream("GET", self._url(key), headers=headers) as response:
+                    status = response.status_code
+                    if status not in (200, 206) or (status == 206 and not sent):
+                        if _retryable_status(status) and attempt < self.retries:
+                            await self._backoff(attempt)
+                            attempt += 1
+                            continue
+                        if status == 412:
+                            raise TransientStoreError(f"{href}: the object changed while it was read (412 on "
+                                                      "resuming the download)", href=href)
+                        raise self._error(status, href, "GET")
+                    length = response.headers.get("content-length")
+                    if not sent:
+                        etag = response.headers.get("etag")
+                        expected = int(length) if length and length.isdigit() else None
+                    skip = sent if status == 200 else 0  # the server ignored Range: drop what we have
+                    if status == 206 and expected is not None and length and length.isdigit() \
+                            and sent + int(length) != expected:
+                        raise TransientStoreError(f"{href}: resumed download does not fit the object "
+                                                  f"({sent} + {length} != {expected} bytes)", href=href)
+                    async for chunk in response.aiter_bytes(chunk_size):
+                        if skip:
+                            if len(chunk) <= skip:
+                                skip -= len(chunk)
+                                continue
+                            chunk, skip = chunk[skip:], 0
+                        sent += len(chunk)
+                        yield chunk
+                if expected is not None and sent != expected:
+                    raise short_read(href, sent, expected)
+                return
+            except httpx.TransportError as exc:
+                if attempt < self.retries:
+                    await self._backoff(attempt)
+                    attempt += 1
+                    continue
+                raise TransientStoreError(f"{href}: GET failed: {type(exc).__name__}: {exc}"
+                                          + (f" (after {attempt} retries)" if attempt else ""), href=href) from None
+            except httpx.HTTPError as exc:
+                raise StoreError(f"{href}: GET failed: {type(exc).__name__}: {exc}", href=href) from None
 
     async def read_metadata(self, key: str) -> dict[str, str]:
         return {}
@@ -237,22 +366,23 @@ class WebDavStore:
         return bool(entries) and entries[0][1]
 
     async def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> str | None:
-        async def one() -> AsyncIterator[bytes]:
-            yield data
-
-        return await self.put_stream(key, one(), chunk_size=max(1, len(data)), max_concurrency=1,
-                                     content_type=content_type)
+        """As :meth:`put_stream`; the PUT of bytes in memory is sent again when it fails."""
+        return await self._upload(key, bytes(data), content_type)
 
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes], *, chunk_size: int, max_concurrency: int,
                          content_type: str | None = None, metadata: dict[str, str] | None = None) -> str | None:
         """PUT to a hidden temporary name, then MOVE onto ``key``: the object appears whole or not at all.
 
         Returns None: the ETag of the moved object is what :meth:`head` reports."""
+        return await self._upload(key, chunks, content_type)
+
+    async def _upload(self, key: str, chunks: AsyncIterator[bytes] | bytes, content_type: str | None) -> None:
         key = key.strip("/")
         temp = posixpath.join(posixpath.dirname(key), f"{TEMP_PREFIX}{uuid.uuid4().hex}")
         await self._ensure_parents(key)
         headers = {"Content-Type": content_type} if content_type else {}
         source_error: list[BaseException] = []
+        sent = [0]
 
         async def body() -> AsyncIterator[bytes]:
             # A failing source ends the body cleanly instead of aborting the connection: the server then
@@ -260,14 +390,22 @@ class WebDavStore:
             # a server handler that may still create the temporary file after our DELETE has been answered.
             try:
                 async for chunk in chunks:
-                    if chunk:
-                        yield bytes(chunk)
+                    view = memoryview(chunk)
+                    for start in range(0, len(view), PUT_PIECE):
+                        piece = bytes(view[start:start + PUT_PIECE])
+                        sent[0] += len(piece)
+                        yield piece
             except Exception as exc:
                 source_error.append(exc)
 
+        if isinstance(chunks, bytes):
+            content: AsyncIterator[bytes] | bytes = chunks  # replayable: _request retries it
+            sent[0] = len(chunks)
+        else:
+            content = body()
         try:
             try:
-                await self._request("PUT", temp, ok=(200, 201, 204), what="PUT", content=body(), headers=headers,
+                await self._request("PUT", temp, ok=(200, 201, 204), what="PUT", content=content, headers=headers,
                                     for_key=key)
             except StoreError as exc:
                 if "HTTP 409" in str(exc):  # a parent collection vanished since it was made: retry helps
@@ -277,8 +415,7 @@ class WebDavStore:
             if source_error:
                 await self._delete_quietly(temp)
                 raise self._source_failed(key, source_error[0])
-            await self._request("MOVE", temp, ok=(201, 204), what="MOVE into place", for_key=key,
-                                headers={"Destination": self._url(key), "Overwrite": "T"})
+            await self._move_into_place(temp, key, sent[0])
         except BaseException as exc:
             if source_error and not isinstance(exc, asyncio.CancelledError):
                 with contextlib.suppress(BaseException):
@@ -288,6 +425,57 @@ class WebDavStore:
                 await asyncio.shield(self._delete_until_gone(temp))
             raise
         return None
+
+    async def _move_into_place(self, temp: str, key: str, size: int) -> None:
+        """MOVE the uploaded temporary ``temp`` (``size`` bytes) onto ``key``.
+
+        MOVE is not simply sent again: when its answer is lost (a reset, a timeout, a 5xx from something in
+        between) the server may have moved already, and a second MOVE would fail with 404 and the upload
+        be done again. After such a failure we look instead: the temporary still there -> MOVE again; the
+        temporary gone and ``key`` holding ``size`` bytes -> the lost MOVE did it (the caller verifies the
+        bytes as for any upload); both gone -> a transient error (the row is tried again)."""
+        href = self._href(key)
+        headers = {"Destination": self._url(key), "Overwrite": "T"}
+        attempt = 0
+        while True:
+            try:
+                response = await self._client().request("MOVE", self._url(temp), headers=headers)
+            except httpx.TransportError as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+            except httpx.HTTPError as exc:
+                raise StoreError(f"{href}: MOVE into place failed: {type(exc).__name__}: {exc}", href=href) from None
+            else:
+                status = response.status_code
+                if status in (201, 204):
+                    return
+                if not (_retryable_status(status) or (status == 404 and attempt)):
+                    raise self._error(status, href, "MOVE into place")
+                failure = f"HTTP {status}"
+            state = await self._move_state(temp, key, size)
+            if state == "moved":
+                self.request_retries += 1  # a lost answer recovered: counted like a retry
+                return
+            if state == "gone":
+                raise TransientStoreError(f"{href}: MOVE into place failed ({failure}) and the uploaded temporary "
+                                          "is gone without the object being there: upload again", href=href)
+            if attempt >= self.retries:
+                raise TransientStoreError(f"{href}: MOVE into place failed: {failure} (after {attempt} retries)",
+                                          href=href)
+            await self._backoff(attempt)
+            attempt += 1
+
+    async def _move_state(self, temp: str, key: str, size: int) -> str:
+        """'pending' (the temporary is still there), 'moved' (it is gone, ``key`` has ``size`` bytes), 'gone'."""
+        try:
+            if await self._propfind(temp, "0"):
+                return "pending"
+        except ObjectNotFound:
+            pass
+        try:
+            facts = await self.head(key)
+        except ObjectNotFound:
+            return "gone"
+        return "moved" if facts.size == size else "gone"
 
     def _source_failed(self, key: str, source: BaseException) -> StoreError:
         """The error to raise when the bytes being uploaded could not be read: the source's own if typed."""
@@ -344,5 +532,8 @@ def build_webdav_store(location: Any, profile: Any) -> WebDavStore:
         timeout = parse_duration(profile.timeout)
         connect_timeout = parse_duration(profile.connect_timeout, 10.0)
         max_connections = profile.concurrency or 64
+    retries = 4
+    if profile is not None:
+        retries = min(profile.max_retries, 10)
     return WebDavStore(origin, username=username, password=password, timeout=timeout,
-                       connect_timeout=connect_timeout, max_connections=max_connections)
+                       connect_timeout=connect_timeout, max_connections=max_connections, retries=retries)
