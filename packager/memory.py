@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
 M_ARENA_MAX = -8
 M_MMAP_THRESHOLD = -3
@@ -33,3 +34,21 @@ def bound_heap_growth() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_ARENA_MAX, ARENA_MAX))
+
+
+
+#: what :func:`prefer_system_arrow_allocator` sets, unless the environment already chose
+ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+def prefer_system_arrow_allocator() -> None:
+    """Ask pyarrow (when it is first imported) to allocate with the C library's malloc, not mimalloc.
+
+    mimalloc keeps freed pages mapped in per-thread segments, so reading a lock batch by batch in arrow's
+    decoder threads grows RSS far beyond what arrow holds (its ``max_memory`` stays under 10 MiB).
+    Measured on a 100,000-row lock validation: peak RSS 241 MiB with mimalloc, 191 MiB with the system
+    allocator, at the same speed; our tables are small batches where mimalloc's speed does not show.
+    Only the environment variable works: once pyarrow has started mimalloc, ``pa.set_memory_pool`` no
+    longer returns its pages. A value the user set is kept; if pyarrow was imported first, nothing changes.
+    """
+    os.environ.setdefault(ARROW_POOL_VARIABLE, "system")
