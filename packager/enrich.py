@@ -70,5 +70,5 @@ def write_enriched_items(items_parquet: Path, relocated_lock: Path, out_path: Pa
     with open(ndjson, "wb") as out:
         for item in enrich_items(iter_items(items_parquet), index, alternate_name=alternate_name):
             out.write(orjson.dumps(item) + b"\n")
-    ndjson_to_geoparquet(ndjson, out_path)
+    ndjson_to_geoparquet(ndjson, out_path, source_name=f"{items_parquet} (enriched)", unit="row")
     return out_path

@@ -16,7 +16,12 @@ Why this is not a one-liner around ``stac_geoparquet.arrow.parse_stac_ndjson_to_
 * **Atomicity.** The parquet is written to a temp file next to ``out_path`` and ``os.replace``-d at the
   end; on any error the temp file is removed and ``out_path`` is untouched.
 
-An item without assets (``"assets": {}`` or no ``assets`` key) is kept: it simply adds no lock rows.
+An item without assets (``"assets": {}`` or no ``assets`` key) is kept: it simply adds no lock rows
+(counted in ``ItemsSummary.items_without_assets``). Hostile input is refused naming its file and line
+(``items.ndjson: line 7``): malformed JSON, a value that is not an item, a non-string id, non-object
+assets, a non-string href, an item whose (collection, id) was already seen with different content. An
+exact repeat of an earlier item is dropped and counted; signing query parameters (SAS ``sig=``,
+``X-Amz-Signature``...) are removed from every href, so no parquet holds a secret.
 When 2D and 3D bboxes are mixed, 3D bboxes are written 2D (stac-geoparquet cannot mix them; the geometry
 keeps its Z). Timestamps (``datetime``, ``start_datetime``, ``created``...) are stored as
 ``timestamp[us, UTC]`` and come back as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; keys absent from an item are
@@ -27,6 +32,7 @@ non-core top-level key comes back inside ``properties``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -46,6 +52,7 @@ from stac_geoparquet.arrow._util import convert_tuples_to_lists
 
 from packager.atomic import atomic_path
 from packager.errors import PackagerError
+from packager.locations import strip_item_signatures
 
 JSON_PATHS_KEY = b"stac_packager:json_paths"
 """Schema metadata key listing the field paths stored as JSON text (see module docstring)."""
@@ -76,40 +83,171 @@ class ItemsSummary:
     """True when 2D and 3D bboxes were mixed, so 3D bboxes were written as 2D (geometries keep Z)."""
     dropped_properties: list[str] = field(default_factory=list)
     """Properties stac-geoparquet drops because some item has a top-level key of the same name."""
+    items_without_assets: int = 0
+    """Items with no assets: kept in items.parquet, but they give the lock nothing to lock."""
+    items_without_assets_sample: list[str] = field(default_factory=list)
+    """The first few ids of those items (for a report)."""
+    duplicates_dropped: int = 0
+    """Exact repeats of an earlier item (same collection, id and content) that were left out."""
+    signed_hrefs_stripped: int = 0
+    """Asset, alternate and link hrefs whose signing query parameters (SAS, presigned URLs) were removed."""
 
 
 # --------------------------------------------------------------------------------------------------
 # Reading NDJSON with line numbers
 
 
-def _read_ndjson(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, item)``; blank lines are skipped, anything else must be a STAC item."""
-    with open(path, "rb") as fh:
+@dataclass(frozen=True)
+class _Source:
+    """The NDJSON file read, and how messages name it: ``name: unit N`` (``items.json: feature 3``)."""
+
+    path: Path
+    name: str
+    unit: str = "line"
+
+    def at(self, n: int) -> str:
+        return f"{self.name}: {self.unit} {n}"
+
+    def span(self, first: int, last: int) -> str:
+        return self.at(first) if first == last else f"{self.name}: {self.unit}s {first}-{last}"
+
+
+@dataclass
+class _Ingest:
+    """What pass 1 learns while reading, beyond the schema: repeats, signed hrefs, items without assets."""
+
+    skip: set[int] = field(default_factory=set)
+    """Numbers of the lines that exactly repeat an earlier item: left out of both passes."""
+    seen: dict[int, int] = field(default_factory=dict)
+    """64-bit digest of (collection, id) -> 64-bit digest of the item: about 120 bytes per item."""
+    signed: int = 0
+    without_assets: int = 0
+    without_assets_sample: list[str] = field(default_factory=list)
+
+
+SAMPLE = 5
+
+
+def _digest(value: Any) -> int:
+    data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def _read_ndjson(source: _Source, ingest: _Ingest | None = None,
+                 skip: set[int] | frozenset[int] = frozenset()) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, item)``; blank lines are skipped, anything else must be a STAC item.
+
+    Signing parameters are removed from every href (:func:`~packager.locations.strip_item_signatures`).
+    With ``ingest`` (pass 1), repeats of an earlier ``(collection, id)`` are checked: an exact repeat is
+    recorded in ``ingest.skip`` and not yielded, a different item under the same identity is an error.
+    """
+    with open(source.path, "rb") as fh:
         for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
+            if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+                line = line[3:]
+            if not line.strip() or lineno in skip:
                 continue
             try:
                 item = orjson.loads(line)
             except orjson.JSONDecodeError as err:
                 raise ItemsError(
-                    f"{path}: line {lineno} is not valid JSON ({err}); each line must hold one STAC item"
+                    f"{source.at(lineno)} is not valid JSON ({err}); each {source.unit} must hold one STAC "
+                    f"item: fix or delete that {source.unit}"
                 ) from None
-            yield lineno, _check_item(item, path, lineno)
+            item = _check_item(item, source, lineno)
+            signed = strip_item_signatures(item)
+            if ingest is not None:
+                ingest.signed += signed
+                if _is_repeat(item, source, lineno, ingest):
+                    continue
+            yield lineno, item
 
 
-def _check_item(item: Any, path: Path, lineno: int) -> dict[str, Any]:
+def _is_repeat(item: dict[str, Any], source: _Source, lineno: int, ingest: _Ingest) -> bool:
+    """True for an exact repeat of an earlier item; a different item under the same identity is an error."""
+    identity = _digest([item.get("collection"), item["id"]])
+    content = _digest(item)
+    earlier = ingest.seen.get(identity)
+    if earlier is None:
+        ingest.seen[identity] = content
+        return False
+    if earlier == content:
+        ingest.skip.add(lineno)
+        return True
+    first = _first_line_of(source, item.get("collection"), item["id"], lineno)
+    if first is None:  # a 64-bit digest collision between two different identities: not a repeat
+        return False
+    raise ItemsError(
+        f"{source.at(lineno)}: item {item['id']!r} of collection {item.get('collection')!r} is also on "
+        f"{source.unit} {first}, with different content; an item's (collection, id) must be unique in a "
+        "package: delete the stale one or give it another id"
+    )
+
+
+def _first_line_of(source: _Source, collection: Any, item_id: str, before: int) -> int | None:
+    """The first line before ``before`` holding an item with this collection and id (rare: errors only)."""
+    with open(source.path, "rb") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if lineno >= before:
+                return None
+            try:
+                other = orjson.loads(line.lstrip(b"\xef\xbb\xbf") if lineno == 1 else line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(other, dict) and other.get("id") == item_id and other.get("collection") == collection:
+                return lineno
+    return None
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages to people who wrote JSON."""
+    for kind, name in ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"),
+                       ((int, float), "number")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _check_item(item: Any, source: _Source, lineno: int) -> dict[str, Any]:
     """Reject what stac-geoparquet cannot represent, naming the line, before it fails obscurely."""
-    where = f"{path}: line {lineno}"
+    where = source.at(lineno)
     if not isinstance(item, dict) or not item.get("id"):
-        raise ItemsError(f"{where} is not a STAC item (a JSON object with an 'id'); fix or drop that line")
+        raise ItemsError(
+            f"{where} is not a STAC item (a JSON object with an 'id'); fix or delete that {source.unit}"
+        )
+    item_id = item["id"]
+    if not isinstance(item_id, str):
+        raise ItemsError(f"{where}: item id {item_id!r} is a JSON {_json_type(item_id)}; STAC ids are strings")
+    collection = item.get("collection")
+    if collection is not None and not isinstance(collection, str):
+        raise ItemsError(f"{where}: item {item_id!r} has a 'collection' that is not a string: {collection!r}")
     if not isinstance(item.get("geometry"), dict):
-        raise ItemsError(f"{where}: item {item['id']!r} has no geometry; STAC GeoParquet needs one per item")
+        raise ItemsError(f"{where}: item {item_id!r} has no geometry; STAC GeoParquet needs one per item")
     if not isinstance(item.get("properties"), dict):
-        raise ItemsError(f"{where}: item {item['id']!r} has no 'properties' object")
-    item.setdefault("assets", {})  # kept: an item without assets adds no lock rows
+        raise ItemsError(f"{where}: item {item_id!r} has no 'properties' object")
+    assets = item.get("assets")
+    if assets is None:
+        item["assets"] = assets = {}  # kept: an item without assets adds no lock rows (counted, reported)
+    if not isinstance(assets, dict):
+        raise ItemsError(
+            f"{where}: item {item_id!r} has 'assets' that is a JSON {_json_type(assets)}; it must be an object "
+            "mapping asset keys to asset objects"
+        )
+    for key, asset in assets.items():
+        if not isinstance(asset, dict):
+            raise ItemsError(
+                f"{where}: item {item_id!r}, asset {key!r} is a JSON {_json_type(asset)}, not an asset object "
+                "with an 'href'; fix the asset or delete it"
+            )
+        href = asset.get("href")
+        if href is not None and not isinstance(href, str):
+            raise ItemsError(f"{where}: item {item_id!r}, asset {key!r} has an 'href' that is not a string: {href!r}")
+    links = item.get("links")
+    if links is not None and not (isinstance(links, list) and all(isinstance(link, dict) for link in links)):
+        raise ItemsError(f"{where}: item {item_id!r} has 'links' that are not a list of link objects")
     bbox = item.get("bbox")
     if not isinstance(bbox, list) or len(bbox) not in (4, 6):
-        raise ItemsError(f"{where}: item {item['id']!r} needs a 'bbox' of 4 or 6 numbers, got {bbox!r}")
+        raise ItemsError(f"{where}: item {item_id!r} needs a 'bbox' of 4 or 6 numbers, got {bbox!r}")
     return item
 
 
@@ -120,10 +258,11 @@ def _flatten_bbox(item: dict[str, Any]) -> None:
         item["bbox"] = [b[0], b[1], b[3], b[4]]
 
 
-def _chunks(path: Path, size: int) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+def _chunks(source: _Source, size: int, ingest: _Ingest | None = None,
+            skip: set[int] | frozenset[int] = frozenset()) -> Iterator[list[tuple[int, dict[str, Any]]]]:
     """Bounded-size chunks of numbered items: the only place items are held in memory."""
     chunk: list[tuple[int, dict[str, Any]]] = []
-    for numbered in _read_ndjson(path):
+    for numbered in _read_ndjson(source, ingest, skip):
         chunk.append(numbered)
         if len(chunk) >= size:
             yield chunk
@@ -143,7 +282,7 @@ class _SchemaBuilder:
         self.type: pa.StructType = pa.struct([])
         self.json_paths: set[Path_] = set()
 
-    def add(self, chunk: Sequence[tuple[int, dict[str, Any]]], path: Path) -> None:
+    def add(self, chunk: Sequence[tuple[int, dict[str, Any]]], source: _Source) -> None:
         """Infer a chunk's type with pyarrow; on a conflict inside the chunk, bisect down to items."""
         try:
             inferred = StacJsonBatch.from_dicts([item for _, item in chunk]).inner.schema
@@ -151,16 +290,23 @@ class _SchemaBuilder:
             if len(chunk) == 1:
                 lineno, item = chunk[0]
                 raise ItemsError(
-                    f"{path}: line {lineno}: item {item['id']!r} cannot be represented in Arrow ({err})"
+                    f"{source.at(lineno)}: item {item['id']!r} cannot be represented in Arrow ({err}); fix or "
+                    f"delete that {source.unit}"
                 ) from None
             half = len(chunk) // 2
-            self.add(chunk[:half], path)
-            self.add(chunk[half:], path)
+            self.add(chunk[:half], source)
+            self.add(chunk[half:], source)
             return
         except Exception as err:  # shapely / stac-geoparquet errors on one bad item
+            if len(chunk) > 1:  # bisect down to the item, so the message names its line
+                half = len(chunk) // 2
+                self.add(chunk[:half], source)
+                self.add(chunk[half:], source)
+                return
             raise ItemsError(
-                f"{path}: lines {chunk[0][0]}-{chunk[-1][0]}: cannot convert to STAC GeoParquet ({err})"
-            ) from err
+                f"{source.at(chunk[0][0])}: item {chunk[0][1]['id']!r} cannot be converted to STAC GeoParquet "
+                f"({type(err).__name__}: {err}); fix or delete that {source.unit}"
+            ) from None
         self.type = self._merge(self.type, pa.struct(list(inferred)), ())
 
     def _merge(self, a: pa.DataType, b: pa.DataType, at: Path_) -> pa.DataType:
@@ -254,10 +400,11 @@ def _decode(value: Any) -> Any:
 
 
 def _arrow_batches(
-    ndjson_path: Path, schema: pa.Schema, json_paths: set[Path_], chunk_size: int, flatten_bbox: bool
+    source: _Source, schema: pa.Schema, json_paths: set[Path_], chunk_size: int, flatten_bbox: bool,
+    skip: set[int],
 ) -> Iterator[pa.RecordBatch]:
     """Convert chunk by chunk with the all-items schema, so every batch has the same columns."""
-    for chunk in _chunks(ndjson_path, chunk_size):
+    for chunk in _chunks(source, chunk_size, skip=skip):
         items = [item for _, item in chunk]
         if flatten_bbox:
             for item in items:
@@ -269,7 +416,7 @@ def _arrow_batches(
             yield stac_items_to_arrow(items, schema=schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as err:
             raise ItemsError(
-                f"{ndjson_path}: lines {chunk[0][0]}-{chunk[-1][0]}: conversion to STAC GeoParquet failed "
+                f"{source.span(chunk[0][0], chunk[-1][0])}: conversion to STAC GeoParquet failed "
                 f"({err}); fix or drop the offending item (the file must not change during conversion)"
             ) from err
 
@@ -302,34 +449,51 @@ def _write_parquet(reader: pa.RecordBatchReader, path: Path, json_paths: set[Pat
             writer.write_batch(batch.drop_columns(empty).replace_schema_metadata(meta))
 
 
-def ndjson_to_geoparquet(ndjson_path: Path, out_path: Path, *, chunk_size: int = 8192) -> ItemsSummary:
+def ndjson_to_geoparquet(ndjson_path: Path, out_path: Path, *, chunk_size: int = 8192,
+                         source_name: str | None = None, unit: str = "line") -> ItemsSummary:
     """Convert NDJSON STAC items into one STAC GeoParquet file, atomically, in two bounded passes.
 
     Pass 1 infers the schema over all items and gathers the summary counts; pass 2 converts
     ``chunk_size`` items at a time and streams them to the writer. Raises :class:`ItemsError` naming the
     file and line for a malformed line, and for an empty input (a package without items is a mistake).
+    ``source_name`` and ``unit`` say how messages name the input when the NDJSON was made from something
+    else (``items.json: feature 3``, ``stdin: line 2``, ``old.parquet: row 7``).
+
+    Hostile input: an item that is not an object, has a non-string id, non-object assets or a non-string
+    href is an error naming its line; an exact repeat of an earlier item is left out
+    (``duplicates_dropped``), a *different* item with the same (collection, id) is an error; signing query
+    parameters are removed from every href (``signed_hrefs_stripped``); items without assets are kept
+    and counted (``items_without_assets``). Duplicate detection holds about 120 bytes per item.
     """
     ndjson_path, out_path = Path(ndjson_path), Path(out_path)
+    source = _Source(ndjson_path, source_name or str(ndjson_path), unit)
     builder = _SchemaBuilder()
+    ingest = _Ingest()
     collections: Counter[str] = Counter()
     asset_keys: set[str] = set()
     bbox_dims: set[int] = set()
     n_items = n_assets = 0
-    for chunk in _chunks(ndjson_path, chunk_size):
-        builder.add(chunk, ndjson_path)
+    for chunk in _chunks(source, chunk_size, ingest):
+        builder.add(chunk, source)
         for _, item in chunk:
             n_items += 1
             collections[str(item.get("collection"))] += 1
             asset_keys.update(item["assets"])
             n_assets += len(item["assets"])
             bbox_dims.add(len(item["bbox"]))
+            if not item["assets"]:
+                ingest.without_assets += 1
+                if len(ingest.without_assets_sample) < SAMPLE:
+                    ingest.without_assets_sample.append(item["id"])
+    ingest.seen.clear()
     if n_items == 0:
-        raise ItemsError(f"{ndjson_path} holds no items; check the search returned something")
+        raise ItemsError(f"{source.name} holds no items; check the search returned something")
     schema = builder.finish()
     json_paths = builder.json_paths
 
     def write(tmp: Path) -> None:
-        reader = _conformed(_arrow_batches(ndjson_path, schema, json_paths, chunk_size, len(bbox_dims) > 1))
+        reader = _conformed(_arrow_batches(source, schema, json_paths, chunk_size, len(bbox_dims) > 1,
+                                           ingest.skip))
         _write_parquet(reader, tmp, json_paths)
 
     with atomic_path(out_path) as tmp:
@@ -344,6 +508,10 @@ def ndjson_to_geoparquet(ndjson_path: Path, out_path: Path, *, chunk_size: int =
         json_encoded_fields=sorted(".".join(p) for p in json_paths),
         bbox_z_dropped=len(bbox_dims) > 1,
         dropped_properties=_colliding_properties(schema),
+        items_without_assets=ingest.without_assets,
+        items_without_assets_sample=ingest.without_assets_sample,
+        duplicates_dropped=len(ingest.skip),
+        signed_hrefs_stripped=ingest.signed,
     )
 
 
@@ -441,16 +609,64 @@ def _put_back(item: dict[str, Any], extras: list[tuple[Path_, list]], row: int) 
             target[leaf] = values[row]
 
 
+REQUIRED_ITEM_COLUMNS = ("id", "geometry")
+
+
+def open_items_parquet(path: Path) -> pq.ParquetFile:
+    """Open a STAC GeoParquet file after checking it is whole and has the columns of STAC items.
+
+    A truncated file (a copy cut short, a crash of a writer that was not atomic) and a parquet file
+    that holds something else (a lock, a report) are :class:`ItemsError` naming the file, not a pyarrow
+    traceback.
+    """
+    from packager.lock import open_parquet
+
+    parquet = open_parquet(path, fix="re-create it (stac-packager build, or materialize items_parquet)",
+                           error=ItemsError)
+    names = parquet.schema_arrow.names
+    missing = [c for c in REQUIRED_ITEM_COLUMNS if c not in names]
+    if missing:
+        raise ItemsError(
+            f"{path} is not STAC GeoParquet: it has no {', '.join(missing)} column(s) (its columns: "
+            f"{', '.join(names[:12])}{', ...' if len(names) > 12 else ''}); give an items.parquet written by "
+            "stac-packager, stac-geoparquet or stacpkg"
+        )
+    return parquet
+
+
 def iter_items(parquet_path: Path, batch_size: int = 1000) -> Iterator[dict]:
     """Yield the items of a STAC GeoParquet file as STAC dicts, ``batch_size`` rows in memory at a time.
 
-    Works on any stac-geoparquet file; fields this module stored as JSON text are decoded back.
+    Works on any stac-geoparquet file; fields this module stored as JSON text are decoded back. A file
+    that is cut short, damaged or not STAC GeoParquet raises :class:`ItemsError` naming it.
     """
-    pf = pq.ParquetFile(parquet_path)
+    pf = open_items_parquet(parquet_path)
     meta = pf.schema_arrow.metadata or {}
-    json_paths = [tuple(p) for p in json.loads(meta.get(JSON_PATHS_KEY, b"[]"))]
-    for batch in pf.iter_batches(batch_size=batch_size):
-        batch, extras = _pop_proj_geometries(batch)
-        for row, item in enumerate(stac_table_to_items(pa.Table.from_batches([batch]))):
-            _put_back(item, extras, row)
+    try:
+        json_paths = [tuple(p) for p in json.loads(meta.get(JSON_PATHS_KEY, b"[]"))]
+    except ValueError:
+        raise ItemsError(f"{parquet_path}: schema metadata {JSON_PATHS_KEY.decode()} is not JSON; re-create it") from None
+    row = 0
+    batches = pf.iter_batches(batch_size=batch_size)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as err:
+            raise ItemsError(
+                f"{parquet_path} is damaged after row {row} ({err}); it is not a complete parquet file: re-create "
+                "it (stac-packager build, or materialize items_parquet)"
+            ) from None
+        try:
+            batch, extras = _pop_proj_geometries(batch)
+            items = list(stac_table_to_items(pa.Table.from_batches([batch])))
+        except (pa.ArrowException, ValueError, TypeError, KeyError) as err:
+            raise ItemsError(
+                f"{parquet_path}: rows {row + 1}-{row + batch.num_rows} cannot be read as STAC items "
+                f"({type(err).__name__}: {err}); is it STAC GeoParquet? re-create it from the items"
+            ) from None
+        for index, item in enumerate(items):
+            _put_back(item, extras, index)
             yield _restore(item, json_paths)
+        row += batch.num_rows

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 from packager.errors import HrefError
 
@@ -110,8 +110,21 @@ class CleanHref:
 
 
 def strip_signature(href: str) -> CleanHref:
-    """Drop the query parameters that authorise a request; keep the others (``?format=tif``)."""
-    parts = urlsplit(href)
+    """Drop the query parameters that authorise a request; keep the others (``?format=tif``).
+
+    An href that is not even a URL (``http://[broken``) loses its whole query and userinfo part instead,
+    so a secret in it is still never shown.
+    """
+    if "?" not in href and "@" not in href:  # nothing that could sign: the common case, kept cheap
+        return CleanHref(href, False)
+    try:
+        parts = urlsplit(href)
+    except ValueError:
+        blunt = href.split("?", 1)[0].split("#", 1)[0]
+        if "@" in blunt and "://" in blunt:
+            scheme, rest = blunt.split("://", 1)
+            blunt = f"{scheme}://{rest.rsplit('@', 1)[1]}"
+        return CleanHref(blunt, blunt != href)
     signed = False
     if "@" in parts.netloc and parts.scheme.lower() not in _AT_IS_NOT_USERINFO:  # https://user:password@host
         parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
@@ -127,7 +140,37 @@ def strip_signature(href: str) -> CleanHref:
 
 def safe_href(href: str) -> str:
     """``href`` as it may be shown in a log or an error: signing parameters removed."""
-    return strip_signature(href).href
+    return strip_signature(href).href if isinstance(href, str) else repr(href)
+
+
+def strip_item_signatures(item: dict) -> int:
+    """Remove signing parameters from every href of a STAC item, in place; returns how many had one.
+
+    Covers asset hrefs, their ``alternate`` hrefs (alternate-assets extension) and link hrefs. A signed
+    href (Planetary Computer SAS ``se=…&sig=…``, S3 ``X-Amz-Signature``, GCS, Swift TempURL, tokens) is a
+    short-lived credential: it must not be kept in a package file that may be shared, and the lock
+    never reads through it anyway (:func:`parse_href` strips it too; storage profiles carry credentials).
+    """
+    stripped = 0
+
+    def clean(obj: object) -> None:
+        nonlocal stripped
+        if isinstance(obj, dict) and isinstance(obj.get("href"), str):
+            cleaned = strip_signature(obj["href"])
+            if cleaned.was_signed:
+                obj["href"] = cleaned.href
+                stripped += 1
+
+    assets = item.get("assets")
+    for asset in assets.values() if isinstance(assets, dict) else ():
+        clean(asset)
+        alternates = asset.get("alternate") if isinstance(asset, dict) else None
+        for alternate in alternates.values() if isinstance(alternates, dict) else ():
+            clean(alternate)
+    links = item.get("links")
+    for link in links if isinstance(links, list) else ():
+        clean(link)
+    return stripped
 
 
 def parse_href(href: str, *, base: str | None = None, endpoint: str | None = None) -> Location:
@@ -137,10 +180,17 @@ def parse_href(href: str, *, base: str | None = None, endpoint: str | None = Non
     error, since resolving it against the working directory would read the wrong file.
     ``endpoint`` is the S3-compatible endpoint to record for ``s3://`` locations.
     """
+    if not isinstance(href, str):
+        raise HrefError(f"href {href!r} is not a string: an asset's 'href' must be a URL or a path")
     if not href or not href.strip():
         raise HrefError("empty href: every asset needs an 'href'")
     href = strip_signature(href.strip()).href
-    parts = urlsplit(href)
+    if any(ord(c) < 32 or ord(c) == 127 for c in href):
+        raise HrefError(f"href {href!r} contains control characters (a newline, a tab...): fix the item's href")
+    try:
+        parts = urlsplit(href)
+    except ValueError as exc:
+        raise HrefError(f"href {href!r} is not a valid URL ({exc}): fix the item's href") from None
     scheme = SCHEME_ALIASES.get(parts.scheme.lower(), parts.scheme.lower())
     if not scheme:
         if href.startswith("/"):  # a plain path, not a URL: '%' and '#' are part of the file name
@@ -150,7 +200,20 @@ def parse_href(href: str, *, base: str | None = None, endpoint: str | None = Non
                 f"relative href {href!r} has no base to resolve it against: give the item a 'self' link "
                 "or make the href absolute"
             )
-        return parse_href(urljoin(base, href), endpoint=endpoint)
+        try:
+            resolved = resolve_relative(safe_href(base), href)
+            relative_base = not urlsplit(resolved).scheme and not resolved.startswith("/")
+        except ValueError as exc:
+            raise HrefError(
+                f"relative href {href!r} cannot be resolved against the item's 'self' link {safe_href(base)!r} "
+                f"({exc}); fix the self link or make the href absolute"
+            ) from None
+        if relative_base:
+            raise HrefError(
+                f"relative href {href!r} cannot be resolved: the item's 'self' link {safe_href(base)!r} is "
+                "relative too; make the self link (or the href) absolute"
+            )
+        return parse_href(resolved, endpoint=endpoint)
     if len(scheme) == 1 and href[1:3] in (":\\", ":/"):  # a Windows drive letter, not a scheme
         raise HrefError(f"href {href!r} is a Windows path; use a file:// URL")
     if scheme == "file":
@@ -181,6 +244,21 @@ def parse_href(href: str, *, base: str | None = None, endpoint: str | None = Non
         "file, s3, gs, az (abfs), http(s), swift and webdav(s); add a rewrite rule that maps this "
         "prefix to one of them"
     )
+
+
+def resolve_relative(base: str, href: str) -> str:
+    """``href`` resolved against ``base`` (RFC 3986), for every scheme with a host or bucket.
+
+    :func:`urllib.parse.urljoin` resolves only for schemes it knows (http, file...):
+    ``urljoin("s3://bucket/items/a.json", "../data/B01.tif")`` returns the relative href unchanged. The
+    base is joined as an https URL with the same authority and path, then given its scheme back.
+    """
+    parts = urlsplit(base)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https", "file") or not parts.netloc or urlsplit(href).scheme:
+        return urljoin(base, href)
+    joined = urljoin(urlunsplit(("https", parts.netloc, parts.path, "", "")), href)
+    return parts.scheme + joined[len("https"):]
 
 
 def _normalise_path(path: str) -> str:

@@ -7,7 +7,10 @@ Why it looks like this:
 * **Durable.** urllib3 retries 429/500/502/503/504 and connection errors for GET *and* POST with
   exponential backoff, honouring ``Retry-After``; the retries actually made are counted.
 * **Raw items.** Pages come from ``ItemSearch.pages_as_dicts()``: no pystac migration
-  (``proj:epsg`` stays ``proj:epsg``), so the package holds what the API served.
+  (``proj:epsg`` stays ``proj:epsg``), so the package holds what the API served, with two exceptions:
+  signing query parameters are removed from hrefs (a signed URL is a secret with an expiry date, useless
+  in a durable package), and an item the API returns again on a later page (data changing while paging)
+  is dropped, counted (``duplicates_dropped``) and logged.
 * **Atomic.** Items go to a temp file next to ``out_path``, renamed at the end; on any error the temp file
   is removed and ``out_path`` is untouched.
 * **No secret leaks.** Headers (API keys, tokens) are added by the HTTP adapter at send time, so they are
@@ -21,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -41,6 +44,7 @@ from urllib3 import Retry
 
 from packager.atomic import atomic_open
 from packager.errors import PackagerError
+from packager.locations import strip_item_signatures
 
 logger = logging.getLogger(__name__)
 
@@ -282,6 +286,10 @@ class SearchSummary:
     retries: int
     """HTTP retries urllib3 made (429/5xx responses and connection errors) over the whole search."""
     seconds: float
+    duplicate_ids: list[str] = field(default_factory=list)
+    """The first few ``collection/id`` of the items dropped as duplicates (for a report)."""
+    signed_hrefs_stripped: int = 0
+    """Hrefs whose signing query parameters (SAS, presigned URL) were removed before writing."""
 
 
 def _matched(page: dict[str, Any]) -> int | None:
@@ -300,10 +308,20 @@ class _Counts:
     duplicates: int = 0
     pages: int = 0
     matched: int | None = None
+    duplicate_ids: list[str] = field(default_factory=list)
+    signed: int = 0
+
+
+DUPLICATES_SHOWN = 10
 
 
 def _write_pages(pages: Iterator[dict[str, Any]], fh: Any, counts: _Counts) -> None:
-    """Write each new item as one JSON line; an item already seen (collection, id) is dropped and counted."""
+    """Write each new item as one JSON line; an item already seen (collection, id) is dropped and counted.
+
+    An API pages through data that can change while it pages (an item ingested or re-sorted between two
+    requests comes again on a later page): the first copy is kept, later ones are dropped, counted and
+    logged. Signing query parameters are removed from every href (a signed URL is a short-lived secret).
+    """
     seen: set[tuple[str | None, str]] = set()
     for page in pages:
         counts.pages += 1
@@ -318,8 +336,13 @@ def _write_pages(pages: Iterator[dict[str, Any]], fh: Any, counts: _Counts) -> N
             key = (item.get("collection"), item["id"])
             if key in seen:
                 counts.duplicates += 1
+                if len(counts.duplicate_ids) < DUPLICATES_SHOWN:
+                    counts.duplicate_ids.append(f"{key[0] or '-'}/{key[1]}")
+                logger.warning("page %d: item %s/%s was already returned on an earlier page; dropped",
+                               counts.pages, key[0] or "-", key[1])
                 continue
             seen.add(key)
+            counts.signed += strip_item_signatures(item)
             fh.write(orjson.dumps(item))
             fh.write(b"\n")
             counts.returned += 1
@@ -412,6 +435,8 @@ def search_to_ndjson(
         matched=counts.matched,
         retries=adapter.retries_made,
         seconds=round(time.perf_counter() - started, 3),
+        duplicate_ids=counts.duplicate_ids,
+        signed_hrefs_stripped=counts.signed,
     )
 
 

@@ -3,6 +3,7 @@ publishes the same package files (:data:`packager.package.LAYOUT`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -99,7 +100,8 @@ def cmd_search(rt: Runtime) -> int:
     rt.info(f"searching {api} ...")
     summary = run(scratch / "items.ndjson")
     record = {**summary.request, "api": api, "returned": summary.returned, "matched": summary.matched,
-              "duplicates_dropped": summary.duplicates_dropped, "pages": summary.pages}
+              "duplicates_dropped": summary.duplicates_dropped, "pages": summary.pages,
+              "signed_hrefs_stripped": summary.signed_hrefs_stripped}
     written: dict[str, str] = {}
     if a.package:
         package = rt.package(a.package)
@@ -125,17 +127,60 @@ def cmd_search(rt: Runtime) -> int:
         sys.stdout.flush()
     result = {"returned": summary.returned, "matched": summary.matched, "pages": summary.pages,
               "retries": summary.retries, "seconds": round(summary.seconds, 3), "request": summary.request,
-              "written": written}
+              "duplicates_dropped": summary.duplicates_dropped, "duplicate_ids": summary.duplicate_ids,
+              "signed_hrefs_stripped": summary.signed_hrefs_stripped, "written": written}
     if rt.json and (a.output or a.package):
         rt.emit_json(result)
     else:
         rt.info(f"{summary.returned} item(s) in {summary.pages} page(s)"
                 + (f" of {summary.matched} matched" if summary.matched is not None else "")
                 + "".join(f"\n  {k}: {v}" for k, v in written.items()))
+    _note_search_skips(rt, summary)
     return EXIT_OK
 
 
+def _note_search_skips(rt: Runtime, summary) -> None:
+    """Say on stderr what the search left out or changed (not with --quiet)."""
+    if rt.quiet:
+        return
+    if summary.duplicates_dropped:
+        shown = ", ".join(summary.duplicate_ids) + (", ..." if summary.duplicates_dropped > len(summary.duplicate_ids)
+                                                    else "")
+        rt.err.print(f"note: {summary.duplicates_dropped} duplicate item(s) dropped: the API returned them again on a "
+                     f"later page (the data changed while paging); the first copy is kept: {shown}", markup=False)
+    if summary.signed_hrefs_stripped:
+        rt.err.print(f"note: signing query parameters removed from {summary.signed_hrefs_stripped} href(s); "
+                     "signed URLs are not kept in packages (give the store's credentials in a storage profile)",
+                     markup=False)
+
+
+def _note_items_skips(rt: Runtime, name: str, items_summary) -> None:
+    """Say on stderr which items were left out, kept without assets, or had secrets removed."""
+    if rt.quiet:
+        return
+    s = items_summary
+    if s.items_without_assets:
+        more = ", ..." if s.items_without_assets > len(s.items_without_assets_sample) else ""
+        rt.err.print(f"note: {s.items_without_assets} item(s) of {name} have no assets: kept in items.parquet, "
+                     f"nothing to lock for them: {', '.join(s.items_without_assets_sample)}{more}", markup=False)
+    if s.duplicates_dropped:
+        rt.err.print(f"note: {s.duplicates_dropped} exact repeat(s) of an earlier item in {name} left out",
+                     markup=False)
+    if s.signed_hrefs_stripped:
+        rt.err.print(f"note: signing query parameters removed from {s.signed_hrefs_stripped} href(s) of {name}; "
+                     "signed URLs are not kept in packages (give the store's credentials in a storage profile)",
+                     markup=False)
+
+
 # -- build -------------------------------------------------------------------------------------------
+def _hold_package_lease(rt: Runtime, package, command: str) -> None:
+    """One writer per package (packager.lease), held until the command ends; --break-lease takes it over."""
+    from packager.package import package_lease
+
+    rt._stack.enter_context(package_lease(package.root, rt.registry, command=command,  # noqa: SLF001
+                                          break_lease=bool(getattr(rt.args, "break_lease", False))))
+
+
 def _asset_total(items_parquet: Path, include: list[str] | None, exclude: list[str]) -> int | None:
     """How many assets the lock will look at: non-null asset structs of the kept keys (for the progress bar)."""
     import pyarrow as pa
@@ -162,15 +207,20 @@ def cmd_build(rt: Runtime) -> int:
 
     a = rt.args
     scratch = rt.scratch()
-    ndjson, kind = items_as_ndjson(a.input, scratch)
+    source = items_as_ndjson(a.input, scratch)
+    # the items are converted (and bad input refused, naming file and line) in the scratch folder first:
+    # before the settings, the stores or the package are touched
+    items_summary = ndjson_to_geoparquet(source.path, scratch / "items.parquet", source_name=source.name,
+                                         unit=source.unit)
     pkg_settings = rt.settings.package
     package = rt.package(a.package)
+    _hold_package_lease(rt, package, "build")
     include = split_list(a.include_asset_keys) if a.include_asset_keys else pkg_settings.include_asset_keys
     exclude = split_list(a.exclude_asset_keys) if a.exclude_asset_keys is not None else pkg_settings.exclude_asset_keys
     checksum = pkg_settings.checksum if a.checksum is None else a.checksum
     concurrency = a.concurrency or pkg_settings.lock_concurrency
-    rt.info(f"items from {a.input} ({kind}) -> {package.root.href()}")
-    items_summary = ndjson_to_geoparquet(ndjson, scratch / "items.parquet")
+    rt.info(f"items from {a.input} ({source.kind}) -> {package.root.href()}")
+    _note_items_skips(rt, source.name, items_summary)
     items_href = package.publish(scratch / "items.parquet", LAYOUT.items, PARQUET)
     total = _asset_total(scratch / "items.parquet", include, exclude)
     with rt.progress("lock" + (" + sha256" if checksum else ""), total) as update:
@@ -182,6 +232,10 @@ def cmd_build(rt: Runtime) -> int:
     result = {
         "package": package.root.href(), "items": items_summary.items, "collections": items_summary.collections,
         "asset_keys": items_summary.asset_keys, "locked": summary.rows, "failed": len(summary.failures),
+        "items_without_assets": items_summary.items_without_assets,
+        "items_without_assets_sample": items_summary.items_without_assets_sample,
+        "duplicates_dropped": items_summary.duplicates_dropped,
+        "signed_hrefs_stripped": items_summary.signed_hrefs_stripped,
         "bytes": summary.bytes, "checksums": summary.checksums, "seconds": round(summary.seconds, 3),
         "files": {"items": items_href},
         "failures": [f.as_record() for f in summary.failures[:20]],
@@ -245,11 +299,11 @@ def cmd_validate(rt: Runtime) -> int:
 
     a = rt.args
     package, lock_path, lock_name = _lock_source(rt, a.package, a.lock)
-    deep = rt.settings.validation.deep if a.deep is None else a.deep
-    scratch = rt.scratch()
     from packager.lock import count_rows
 
-    total = count_rows(lock_path)
+    total = count_rows(lock_path)  # a lock with a wrong schema, or cut short, fails here: before any store is read
+    deep = rt.settings.validation.deep if a.deep is None else a.deep
+    scratch = rt.scratch()
     with rt.progress(f"validate {'deep' if deep else 'quick'}", total) as update:
         summary = validate(lock_path, rt.registry, scratch / "report.parquet", deep=deep,
                            concurrency=a.concurrency or rt.settings.package.lock_concurrency, progress=update)
@@ -306,7 +360,12 @@ def cmd_relocate(rt: Runtime) -> int:
     from packager.templates import KeyTemplate
 
     a = rt.args
+    if a.key_template:
+        KeyTemplate(a.key_template)  # a template that leaves the target is refused before anything is opened
     package, lock_path, lock_name = _lock_source(rt, a.package, a.lock)
+    from packager.lock import count_rows
+
+    total = count_rows(lock_path)  # a lock with a wrong schema, or cut short, fails here: before any byte moves
     settings = _relocation_settings(rt)
     target_url = a.target or rt.settings.relocation.target
     target = package_location(target_url, rt.registry)
@@ -324,10 +383,14 @@ def cmd_relocate(rt: Runtime) -> int:
     if package is None:
         raise UsageError("relocate needs a package (it writes relocated/assets.lock.parquet and relocated/items.parquet "
                          "there); give the package folder or URL, or --dry-run for a lock file alone")
+    _hold_package_lease(rt, package, "relocate")
+    settings = dataclasses.replace(settings, break_lease=bool(getattr(a, "break_lease", False)))
     scratch = rt.scratch()
-    from packager.lock import count_rows
+    if package.exists(LAYOUT.items):  # so does a damaged items.parquet (read after the copies)
+        from packager.items import open_items_parquet
 
-    with rt.progress("relocate", count_rows(lock_path)) as update:
+        open_items_parquet(package.fetch(LAYOUT.items))
+    with rt.progress("relocate", total) as update:
         summary = relocate(lock_path, target, rt.registry, scratch / "relocated.parquet", scratch / "failures.parquet",
                            settings, progress=update)
     package.publish(scratch / "failures.parquet", LAYOUT.relocation_failures, PARQUET)
@@ -340,6 +403,8 @@ def cmd_relocate(rt: Runtime) -> int:
               "already_present": summary.present, "server_side_copies": summary.server_side,
               "failed": len(summary.failures), "bytes_copied": summary.bytes_copied, "bytes_total": summary.bytes_total,
               "retries": summary.retries, "peak_reserved_bytes": summary.peak_reserved_bytes,
+              "cleanup": summary.cleanup.as_record() if summary.cleanup else None,
+              "lease_taken_over": summary.lease_taken_over,
               "memory_limit_bytes": settings.memory_limit, "seconds": round(summary.seconds, 3),
               "files": {"relocated_lock": lock_href, "relocated_items": items_href},
               "failures": [f.as_record() for f in summary.failures[:20]]}

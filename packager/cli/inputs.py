@@ -6,6 +6,9 @@
 * STAC GeoParquet (``.parquet``, ours, stac-geoparquet's or stacpkg's ``items.parquet``);
 * a package folder (ours or stacpkg's): its ``items.parquet``, else its ``search/items.ndjson``;
 * ``-``: NDJSON or STAC JSON on stdin.
+
+Whatever the input, a bad item is reported as the user knows it: ``items.ndjson: line 7``,
+``items.json: feature 3``, ``stdin: line 2``, ``old.parquet: row 12`` (never the scratch file).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -21,10 +25,20 @@ from packager.cli.runtime import UsageError
 
 PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".pq")
 JSON_SUFFIXES = (".json", ".geojson")
+NDJSON_SUFFIXES = (".ndjson", ".jsonl", ".geojsonl", ".ndgeojson", ".geojsons")
 
 
-def items_as_ndjson(source: str, scratch: Path) -> tuple[Path, str]:
-    """``(ndjson path, kind)`` for ``source``; ``kind`` says what the input was (for messages)."""
+class ItemsInput(NamedTuple):
+    """The NDJSON to convert, what the input was, and how messages name it (``name: unit N``)."""
+
+    path: Path
+    kind: str
+    name: str
+    unit: str = "line"
+
+
+def items_as_ndjson(source: str, scratch: Path) -> ItemsInput:
+    """The NDJSON for ``source``, with the name and unit that messages about its items use."""
     if source == "-":
         staged = scratch / "stdin.input"
         with open(staged, "wb") as out:
@@ -38,31 +52,33 @@ def items_as_ndjson(source: str, scratch: Path) -> tuple[Path, str]:
                                 (path / "search" / "items.ndjson", "package folder (search results)")):
             if candidate.is_file():
                 if candidate.suffix == ".parquet":
-                    return _from_parquet(candidate, scratch), kind
-                return candidate, kind
+                    return ItemsInput(_from_parquet(candidate, scratch), kind, str(candidate), "row")
+                return ItemsInput(candidate, kind, str(candidate))
         raise UsageError(f"input {source} is a folder without items.parquet or search/items.ndjson: "
                          "give a package folder, a STAC JSON, NDJSON or GeoParquet file")
     if path.suffix.lower() in PARQUET_SUFFIXES:
-        return _from_parquet(path, scratch), "STAC GeoParquet"
+        return ItemsInput(_from_parquet(path, scratch), "STAC GeoParquet", str(path), "row")
     return _from_text_file(path, str(path), scratch)
 
 
 def _from_parquet(path: Path, scratch: Path) -> Path:
-    import pyarrow as pa
-
-    from packager.items import iter_items
+    """The rows of a STAC GeoParquet file as NDJSON (row N of the file is line N)."""
+    from packager.items import ItemsError, iter_items
 
     out = scratch / f"{path.stem}.from-parquet.ndjson"
-    try:
-        with open(out, "wb") as fh:
+    with open(out, "wb") as fh:
+        try:
             for item in iter_items(path):
                 fh.write(orjson.dumps(item, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
-    except (pa.ArrowInvalid, OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"input {path} is not readable STAC GeoParquet ({exc})") from None
+        except ItemsError as exc:
+            raise UsageError(f"input {exc}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"input {path} is not readable STAC GeoParquet ({type(exc).__name__}: {exc}); "
+                             "give an items.parquet written by stac-packager, stac-geoparquet or stacpkg") from None
     return out
 
 
-def _from_text_file(path: Path, name: str, scratch: Path) -> tuple[Path, str]:
+def _from_text_file(path: Path, name: str, scratch: Path) -> ItemsInput:
     """A JSON document (Item, FeatureCollection, list) is split into NDJSON; anything else is NDJSON."""
     with open(path, "rb") as fh:
         head = fh.read(1 << 16).lstrip()
@@ -72,16 +88,21 @@ def _from_text_file(path: Path, name: str, scratch: Path) -> tuple[Path, str]:
             document = orjson.loads(path.read_bytes()) if looks_like_document or _single_document(head) else None
         except orjson.JSONDecodeError as exc:
             if path.suffix.lower() in JSON_SUFFIXES:
-                raise UsageError(f"input {name} is not valid JSON ({exc})") from None
+                raise UsageError(
+                    f"input {name} is not valid JSON ({exc}): fix the document, or if it holds one item per "
+                    "line give it an .ndjson name") from None
             document = None  # several JSON lines: NDJSON
+        if isinstance(document, dict) and document.get("type") == "Feature" and \
+                path.suffix.lower() in NDJSON_SUFFIXES:
+            return ItemsInput(path, "NDJSON", name)  # one item on one line: messages say "line 1"
         if document is not None:
             items = _items_of(document, name)
             out = scratch / "input.ndjson"
             with open(out, "wb") as fh:
                 for item in items:
                     fh.write(orjson.dumps(item) + b"\n")
-            return out, "STAC JSON"
-    return path, "NDJSON"
+            return ItemsInput(out, "STAC JSON", name, "feature")
+    return ItemsInput(path, "NDJSON", name)
 
 
 def _single_document(head: bytes) -> bool:

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="asset keys not to lock (comma-separated or repeated; default: package.exclude_asset_keys)")
     p.add_argument("--include-asset-keys", action="append", metavar="KEYS", help="lock only these asset keys")
     p.add_argument("--concurrency", type=int, help="HEAD requests in flight (default: package.lock_concurrency)")
+    p.add_argument("--break-lease", action="store_true",
+                   help="take over the package's (and target's) lease from another run; only if it is dead")
     p.set_defaults(fn="cmd_build")
 
     p = command("inspect")
@@ -143,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alternate-name", help="name of the alternate href added to relocated/items.parquet")
     p.add_argument("--dry-run", action="store_true",
                    help="print 'source -> destination' per object and refuse collisions; copy nothing")
+    p.add_argument("--break-lease", action="store_true",
+                   help="take over the package's (and target's) lease from another run; only if it is dead")
     p.set_defaults(fn="cmd_relocate")
 
     for name in ("push", "pull"):

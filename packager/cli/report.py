@@ -9,7 +9,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from packager.package import LAYOUT
 
@@ -22,7 +21,9 @@ def _value_counts(table: pa.Table, column: str) -> dict[str, int]:
 
 
 def _items(path: Path) -> dict[str, Any]:
-    parquet = pq.ParquetFile(path)
+    from packager.items import open_items_parquet
+
+    parquet = open_items_parquet(path)
     names = parquet.schema_arrow.names
     table = parquet.read(columns=[c for c in ("collection", "assets", "datetime") if c in names])
     info: dict[str, Any] = {"items": parquet.metadata.num_rows, "collections": _value_counts(table, "collection")}
@@ -73,7 +74,9 @@ def _lock(path: Path) -> dict[str, Any]:
 
 
 def _report(path: Path) -> dict[str, Any]:
-    table = pq.read_table(path, columns=["status"])
+    from packager.lock import open_parquet
+
+    table = open_parquet(path, fix="re-run stac-packager validate").read(columns=["status"])
     return {"rows": table.num_rows, "counts": _value_counts(table, "status")}
 
 
@@ -94,6 +97,7 @@ def _files(package) -> list[dict[str, Any]]:
 
 def inspect_package(package) -> dict[str, Any]:
     from packager.cli.runtime import UsageError
+    from packager.lock import open_parquet
 
     if not package.exists(LAYOUT.items) and not package.exists(LAYOUT.lock):
         raise UsageError(f"{package.url} is not a package: it has neither {LAYOUT.items} nor {LAYOUT.lock}")
@@ -106,7 +110,7 @@ def inspect_package(package) -> dict[str, Any]:
             info[name] = reader(package.fetch(relative))
     for name, relative in (("lock_failures", LAYOUT.lock_failures), ("relocation_failures", LAYOUT.relocation_failures)):
         if package.exists(relative):
-            info[name] = pq.ParquetFile(package.fetch(relative)).metadata.num_rows
+            info[name] = open_parquet(package.fetch(relative), fix="re-run the step that wrote it").metadata.num_rows
     return info
 
 
