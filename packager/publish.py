@@ -4,6 +4,10 @@ The engine writes every output to a local file first (atomically, see
 :class:`packager.lock.ParquetTableWriter`), then publishes it: a rename on the same filesystem, or an
 object PUT (single or multipart, which S3-like stores make visible only on completion). A package
 file is therefore either the previous complete version or the new complete version.
+
+Fencing: when this process holds a lease over the destination (:mod:`packager.lease`, taken by the
+command or asset that writes the package), the lease is read again first; a run whose lease expired or
+was taken over raises :class:`~packager.lease.LeaseLost` instead of overwriting the new holder's files.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from packager.atomic import atomic_path
+from packager.lease import check_fences
 from packager.locations import Location, parse_href
 from packager.stores import StoreRegistry
 
@@ -40,6 +45,7 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
 
 def publish(source: Path, dest: Location, registry: StoreRegistry, *, content_type: str | None = None) -> str:
     """Copy the local file ``source`` to ``dest`` atomically; returns the destination href."""
+    check_fences(dest)
     target = local_path(dest)
     if target is not None:
         if target.resolve() == Path(source).resolve():

@@ -13,6 +13,13 @@ For each lock row, in order:
 4. Verify the destination: size from a HEAD, and (``verify="checksum"``, the default) its sha256 by
    reading it back. A mismatch deletes the destination object and fails the row.
 
+Crashes and concurrent runs: the relocation holds the target's lease (:mod:`packager.lease`) while it
+works, so a second run into the same target stops at once with a message naming the holder; with the
+lease held, and before its own first upload, it removes the incomplete uploads a killed run left under
+the target (:mod:`packager.cleanup`). A streamed copy checks size and sha256 against the lock *before*
+the upload completes (the last chunk is withheld until they match), so a destination object never
+appears at its final key with bytes other than the locked ones, whenever the process dies.
+
 Memory: every copy reserves ``min(size, chunk) x (parts in flight + 2)`` bytes from one
 :class:`~packager.concurrency.MemoryBudget` before it starts, so the total in flight never exceeds
 ``memory_limit``. Failed rows go to a failures table, never into the new lock; all rows are
@@ -24,14 +31,23 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from packager import lease
 from packager.checksum import StreamDigest, checksum_stream
+from packager.cleanup import CleanupSummary, cleanup_incomplete
 from packager.concurrency import MemoryBudget, ordered_map
-from packager.errors import ROW_ERRORS, ConfigError, ObjectNotFound, StoreError, TemplateError
+from packager.errors import (
+    ROW_ERRORS,
+    ConfigError,
+    ObjectNotFound,
+    StoreError,
+    TemplateError,
+    TransientStoreError,
+)
 from packager.locations import Location
 from packager.lock import Failure, LockRow, count_rows, failure_of, iter_lock, lock_writer, write_failures
 from packager.memory import bound_heap_growth
@@ -54,6 +70,16 @@ class RelocationSettings:
     verify: Literal["size", "checksum"] = "checksum"
     attempts: int = 4
     key_template: str = DEFAULT_TEMPLATE
+    #: hold the target's lease while relocating (see :mod:`packager.lease`)
+    lease: bool = True
+    #: lease ttl in seconds (None: ``STAC_PACKAGER_LEASE_TTL`` or 120 s)
+    lease_ttl: float | None = None
+    #: take over the target's lease even from a holder that looks alive (``--break-lease``)
+    break_lease: bool = False
+    #: seconds to wait for a held lease before failing (0: fail at once)
+    lease_wait: float = 0.0
+    #: remove incomplete uploads left under the target by killed runs (see :mod:`packager.cleanup`)
+    cleanup: bool = True
 
     def reservation(self, size: int) -> int:
         """Bytes one copy of ``size`` bytes may hold: a read chunk, a hashed chunk, parts in flight."""
@@ -88,6 +114,10 @@ class RelocationSummary:
     #: how copies were verified: "store-md5" (the store's MD5 ETag of what it received), "read-back"
     #: (sha256 of the destination read again), "size" (size only, verify="size")
     verified: dict[str, int] = field(default_factory=dict)
+    #: incomplete uploads of killed runs removed before copying (None: clean-up off)
+    cleanup: CleanupSummary | None = None
+    #: the lease this run took over from a dead or expired holder, if any (its description)
+    lease_taken_over: str | None = None
 
     @property
     def throughput(self) -> float:
@@ -121,7 +151,21 @@ def relocate(lock_path: Path, target: Location, registry: StoreRegistry, out_loc
     _check_capabilities(registry, [dest for _, dest in planned], "write", "relocation target; nothing was copied")
     _check_capabilities(registry, [row.location for row, _ in planned], "read",
                         "relocation source; nothing was copied")
-    return asyncio.run(_relocate(lock_path, target, registry, out_lock, failures_path, settings, template, progress))
+    held = None
+    if settings.lease:
+        held = lease.acquire(target, registry, command="relocate", ttl=settings.lease_ttl,
+                             break_lease=settings.break_lease, wait=settings.lease_wait)
+    try:
+        summary = asyncio.run(_relocate(lock_path, target, registry, out_lock, failures_path, settings, template,
+                                        progress, held, {dest.key for _, dest in planned}))
+        if held is not None:
+            held.check(fresh=True)  # the new lock describes the target only if no one else wrote there meanwhile
+            if held.took_over is not None:
+                summary.lease_taken_over = held.took_over.describe()
+        return summary
+    finally:
+        if held is not None:
+            held.release()
 
 
 def plan_relocation(lock_path: Path, target: Location, template: KeyTemplate) -> list[tuple[LockRow, Location]]:
@@ -131,7 +175,7 @@ def plan_relocation(lock_path: Path, target: Location, template: KeyTemplate) ->
     destination that is another row's source (stacpkg overwrote sources so: its defect 6). A row copied
     onto its own source is allowed: it comes back as present.
     """
-    planned = [(row, target.child(key)) for row, key in plan_keys(iter_lock(lock_path), template)]
+    planned = [(row, target.child(key)) for row, key in plan_keys(iter_lock(lock_path), template, target)]
     sources: dict[tuple, set[str]] = {}
     for row, _ in planned:
         sources.setdefault((row.location.store_identity(), row.location.key), set()).add(row.label())
@@ -154,12 +198,18 @@ def _check_capabilities(registry: StoreRegistry, locations: list[Location], capa
         registry.check_capability(location, capability, what)
 
 
-async def _relocate(lock_path, target, registry, out_lock, failures_path, settings, template, progress):
+async def _relocate(lock_path, target, registry, out_lock, failures_path, settings, template, progress,
+                    held: lease.Lease | None = None, planned_keys: set[str] | None = None):
     summary = RelocationSummary()
     started = time.perf_counter()
     budget = MemoryBudget(settings.memory_limit)
     slots = asyncio.Semaphore(settings.concurrency)
     dest_store = registry.store_for(target)
+    if settings.cleanup:
+        # under the lease, an unfinished upload to one of our keys that started before it was acquired is a
+        # dead run's; anything else only when stale (it may be a run's under another lease, e.g. a sub-prefix)
+        cutoff = held.server_acquired_at if held is not None else None
+        summary.cleanup = await cleanup_incomplete(dest_store, target, cutoff, planned_keys or set())
     present = await _present_keys(dest_store, target.key)
 
     async def one(row: LockRow) -> _Outcome | Failure:
@@ -167,6 +217,8 @@ async def _relocate(lock_path, target, registry, out_lock, failures_path, settin
 
         async def copy_once() -> _Outcome:
             async with slots:
+                if held is not None:
+                    held.check()  # lost the lease: stop copying (LeaseLost ends the run)
                 return await _copy_one(row, dest, registry, dest_store, settings, budget, present)
 
         try:
@@ -302,26 +354,64 @@ async def _stream_copy(row: LockRow, facts: ObjectFacts, source_store: Store, de
     exactly what was read, and reading it back again would only repeat that proof.
     """
     amount = await _reserved(budget, settings, facts.size)
+    digest = StreamDigest(part_size=settings.chunk_size)
+    refused: list[str] = []
     try:
-        digest = StreamDigest(part_size=settings.chunk_size)
         metadata = {CHECKSUM_METADATA: row.checksum} if row.checksum else None
         put_etag = await dest_store.put_stream(
-            dest.key, digest.tap(source_store.stream(row.location.key, settings.chunk_size)),
+            dest.key, _checked(digest, source_store.stream(row.location.key, settings.chunk_size), row, facts,
+                               refused),
             chunk_size=settings.chunk_size, max_concurrency=settings.put_concurrency,
             content_type=row.media_type, metadata=metadata)
+    except Exception:
+        if refused:  # refused before the last chunk went out: the upload never completed
+            error = TransientStoreError if digest.size < facts.size else StoreError
+            raise error(f"{row.location}: {refused[0]}; the upload to {dest} was abandoned before it "
+                             "completed", href=row.href) from None
+        raise
     finally:
         await budget.release(amount)
     checksum = digest.multihash()
-    problem = None
-    if digest.size != facts.size:
-        problem = f"read {digest.size} bytes, the source has {facts.size}"
-    elif row.checksum and checksum != row.checksum:
-        problem = f"sha256 {checksum} differs from the locked {row.checksum}"
-    if problem:
+    problem = _mismatch(digest, row, facts)
+    if problem:  # a store that completed anyway (it should not): remove what it holds
         await dest_store.delete(dest.key)
         raise StoreError(f"{row.location}: {problem}; the partial copy at {dest} was deleted", href=row.href)
     expected = digest.s3_etag()
     return checksum, bool(put_etag and expected and put_etag.strip('"').lower() == expected)
+
+
+def _mismatch(digest: StreamDigest, row: LockRow, facts: ObjectFacts) -> str | None:
+    if digest.size != facts.size:
+        return f"read {digest.size} bytes, the source has {facts.size}"
+    if row.checksum and digest.multihash() != row.checksum:
+        return f"sha256 {digest.multihash()} differs from the locked {row.checksum}"
+    return None
+
+
+async def _checked(digest: StreamDigest, chunks: AsyncIterator[bytes], row: LockRow, facts: ObjectFacts,
+                   refused: list[str]) -> AsyncIterator[bytes]:
+    """The source's bytes through ``digest``; the final chunk is held back until size and sha256 match.
+
+    Every store completes an upload (multipart Complete, SLO manifest, WebDAV MOVE, local rename) only
+    after its byte stream ended: an error raised here, before the end, leaves nothing at the final key.
+    The reason goes to ``refused`` (a store may report the stream's error as its own).
+    """
+    held: bytes | None = None
+    async for chunk in digest.tap(chunks):
+        if held is not None:
+            yield held
+        held = chunk
+        if digest.size > facts.size:
+            refused.append(f"read more than the {facts.size} bytes the source has")
+            raise StoreError(refused[0], href=row.href)
+    problem = _mismatch(digest, row, facts)
+    if problem:
+        refused.append(problem)
+        if digest.size < facts.size:  # a body cut short: reading it again may well give all of it
+            raise TransientStoreError(problem, href=row.href)
+        raise StoreError(problem, href=row.href)
+    if held is not None:
+        yield held
 
 
 async def _verify(dest: Location, dest_store: Store, size: int, checksum: str, settings: RelocationSettings,
