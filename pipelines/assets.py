@@ -17,6 +17,7 @@ from pydantic import Field
 
 from packager.enrich import write_enriched_items
 from packager.errors import PackagerError
+from packager.footprint import footprint_map_of_parquet
 from packager.items import iter_items, ndjson_to_geoparquet
 from packager.lock import AssetFilter, build_lock, write_failures
 from packager.package import LAYOUT
@@ -27,12 +28,22 @@ from pipelines.partitions import (
     STAC_API_POOL,
     STORE_TAG,
     build_partitions_def,
+    partition_path,
     retry_policy,
     search_window,
+    split_key,
     store_kind,
+    time_partitions_def,
 )
 from pipelines.settings import Settings
-from resources import PackageResource, RewriteResource, SearchSpec, StacApiResource, StorageResource
+from resources import (
+    PackageResource,
+    PartitionsResource,
+    RewriteResource,
+    SearchSpec,
+    StacApiResource,
+    StorageResource,
+)
 
 GROUP = "stac_package"
 PARQUET = "application/vnd.apache.parquet"
@@ -40,7 +51,14 @@ MiB = 1 << 20
 
 
 def _partition(context: dg.AssetExecutionContext) -> str | None:
-    return context.partition_key if context.has_partition_key else None
+    """The partition's path below ``partitions/`` (``2024-06-01``, ``alps``, ``alps/2024-06-01``), if any."""
+    if not context.has_partition_key:
+        return None
+    return partition_path(context.assets_def.partitions_def, context.partition_key)
+
+
+def _label(failure) -> str:
+    return f"{failure.collection or '-'}/{failure.item_id}/{failure.asset_key}"
 
 
 def _path_metadata(href: str) -> dg.MetadataValue:
@@ -48,11 +66,12 @@ def _path_metadata(href: str) -> dg.MetadataValue:
 
 
 def _search_results(context: dg.AssetExecutionContext, config: SearchSpec, stac_api: StacApiResource,
-                   package: PackageResource, storage: StorageResource, rewrite: RewriteResource) -> dg.MaterializeResult:
+                   package: PackageResource, storage: StorageResource, rewrite: RewriteResource,
+                   partitions: PartitionsResource) -> dg.MaterializeResult:
     registry = storage.registry(rewrite)
     root = package.root(registry, _partition(context))
-    request = stac_api.request(config, **_partition_window(context))
-    with package.scratch() as scratch:
+    request = stac_api.request(config, **_partition_search(context, partitions, registry))
+    with package.writing(root, registry, "search_results") as scratch:
         summary = stac_api.search(request, scratch / "items.ndjson")
         record = {**summary.request, "returned": summary.returned, "matched": summary.matched,
                   "duplicates_dropped": summary.duplicates_dropped, "pages": summary.pages}
@@ -68,36 +87,73 @@ def _search_results(context: dg.AssetExecutionContext, config: SearchSpec, stac_
         **matched,
         "pages": summary.pages,
         "duplicates_dropped": summary.duplicates_dropped,
+        **({"duplicate_ids": dg.MetadataValue.json(summary.duplicate_ids)} if summary.duplicate_ids else {}),
+        "signed_hrefs_stripped": summary.signed_hrefs_stripped,
         "retries": summary.retries,
+        "client_retries": registry.request_retries(),
         "seconds": summary.seconds,
         "path": _path_metadata(items_href),
         "dagster/row_count": summary.returned,
     })
 
 
-def _partition_window(context: dg.AssetExecutionContext) -> dict:
-    """A time-window partition restricts the search to its acquisition window ``[start, end)``."""
-    if not context.has_partition_key or not isinstance(context.assets_def.partitions_def,
-                                                       dg.TimeWindowPartitionsDefinition):
+def _partition_search(context: dg.AssetExecutionContext, partitions: PartitionsResource, registry) -> dict:
+    """What a partition fixes in the search: its acquisition window ``[start, end)``, its area (bbox or
+    intersects) or its collection; these win over the default search and the run's config."""
+    if not context.has_partition_key:
         return {}
-    return {"datetime": search_window(context.partition_time_window)}
+    partitions_def = context.assets_def.partitions_def
+    time_key, other_key = split_key(partitions_def, context.partition_key)
+    fixed = {}
+    if time_key is not None:
+        window = time_partitions_def(partitions_def).time_window_for_partition_key(time_key)
+        fixed["datetime"] = search_window(window)
+    if other_key is not None:
+        fixed.update(partitions.search(other_key, registry))
+    return fixed
+
+
+def _footprints(context: dg.AssetExecutionContext, items: Path, partitions: PartitionsResource,
+                registry) -> dict[str, dg.MetadataValue]:
+    """The footprint map of the items (and of the partition's area) as an inline Markdown image.
+
+    Only a picture: a failure to draw it is logged, never fails the step."""
+    area, name = None, None
+    try:
+        if context.has_partition_key and partitions.dimension == "area":
+            _, name = split_key(context.assets_def.partitions_def, context.partition_key)
+            area = partitions.area_geometry(name, registry)
+        fmap = footprint_map_of_parquet(items, area=area)
+    except Exception as exc:  # a picture only
+        context.log.warning(f"no footprint map: {type(exc).__name__}: {exc}")
+        return {}
+    metadata = {"footprints": dg.MetadataValue.md(fmap.markdown(area=f"'{name}'" if area is not None else None))}
+    if fmap.extent is not None:
+        metadata["extent"] = dg.MetadataValue.json(list(fmap.extent))
+    return metadata
 
 
 def _items_parquet(context: dg.AssetExecutionContext, package: PackageResource, storage: StorageResource,
-                  rewrite: RewriteResource) -> dg.MaterializeResult:
+                  rewrite: RewriteResource, partitions: PartitionsResource) -> dg.MaterializeResult:
     registry = storage.registry(rewrite)
     root = package.root(registry, _partition(context))
-    with package.scratch() as scratch:
+    with package.writing(root, registry, "items_parquet") as scratch:
         ndjson = package.fetch(root, LAYOUT.search_items, registry, scratch)
-        summary = ndjson_to_geoparquet(ndjson, scratch / "items.parquet")
+        summary = ndjson_to_geoparquet(ndjson, scratch / "items.parquet",
+                                       source_name=root.child(LAYOUT.search_items).href())
         href = package.publish(scratch / "items.parquet", root, LAYOUT.items, registry, PARQUET)
+        footprints = _footprints(context, scratch / "items.parquet", partitions, registry)
     return dg.MaterializeResult(metadata={
         "items": summary.items,
         "assets": summary.assets,
         "collections": dg.MetadataValue.json(summary.collections),
         "asset_keys": dg.MetadataValue.json(summary.asset_keys),
+        "items_without_assets": summary.items_without_assets,
+        "duplicates_dropped": summary.duplicates_dropped,
+        "signed_hrefs_stripped": summary.signed_hrefs_stripped,
         "file_mib": mib(summary.bytes),
         "path": _path_metadata(href),
+        **footprints,
         "dagster/row_count": summary.items,
     })
 
@@ -114,7 +170,7 @@ def _assets_lock(context: dg.AssetExecutionContext, config: LockConfig, package:
     registry = storage.registry(rewrite)
     root = package.root(registry, _partition(context))
     checksum = package.checksum if config.checksum is None else config.checksum
-    with package.scratch() as scratch:
+    with package.writing(root, registry, "assets_lock") as scratch:
         items = package.fetch(root, LAYOUT.items, registry, scratch)
         summary = build_lock(iter_items(items), registry, scratch / "lock.parquet", checksum=checksum,
                              concurrency=config.concurrency or package.lock_concurrency,
@@ -124,7 +180,7 @@ def _assets_lock(context: dg.AssetExecutionContext, config: LockConfig, package:
         if summary.failures:
             raise dg.Failure(
                 description=f"{len(summary.failures)} asset(s) could not be locked, so the lock was not written "
-                            f"(they are listed in {LAYOUT.lock_failures}). First: {summary.failures[0].error}. "
+                            f"(they are listed in {LAYOUT.lock_failures}). First: {_label(summary.failures[0])}: {summary.failures[0].error}. "
                             "Mend the hrefs with a rewrite rule or storage profile, or leave those assets out "
                             "with package.exclude_asset_keys.",
                 metadata={"failures": failures_table(summary.failures), "failed": len(summary.failures),
@@ -139,6 +195,7 @@ def _assets_lock(context: dg.AssetExecutionContext, config: LockConfig, package:
         "seconds": round(summary.seconds, 3),
         "heads_per_second": rate(summary.rows, summary.seconds),
         "retries": summary.retries,
+        "client_retries": registry.request_retries(),
         "path": _path_metadata(href),
         "dagster/row_count": summary.rows,
     })
@@ -168,7 +225,7 @@ def _relocated_assets(context: dg.AssetExecutionContext, config: RelocationConfi
         memory_limit=(config.memory_limit_mib or package.memory_limit_mib) * MiB,
         chunk_size=package.chunk_size_mib * MiB, put_concurrency=package.put_concurrency, verify=verify,
         key_template=config.key_template or package.key_template)
-    with package.scratch() as scratch:
+    with package.writing(root, registry, "relocated_assets") as scratch:
         lock = package.fetch(root, LAYOUT.lock, registry, scratch / "in")
         summary = relocate(lock, target, registry, scratch / "relocated.parquet", scratch / "failures.parquet",
                            settings)
@@ -184,6 +241,7 @@ def _relocated_assets(context: dg.AssetExecutionContext, config: RelocationConfi
         "total_mib": mib(summary.bytes_total),
         "throughput_mib_per_s": round(summary.throughput / MiB, 2),
         "retries": summary.retries,
+        "client_retries": registry.request_retries(),
         "peak_reserved_mib": mib(summary.peak_reserved_bytes),
         "verified": dg.MetadataValue.json(summary.verified),
         "memory_limit_mib": mib(settings.memory_limit),
@@ -193,10 +251,16 @@ def _relocated_assets(context: dg.AssetExecutionContext, config: RelocationConfi
         "items": _path_metadata(items_href),
         "dagster/row_count": summary.rows - len(summary.failures),
     }
+    if summary.cleanup is not None:  # what killed runs had left under the target
+        metadata["cleanup"] = dg.MetadataValue.json(summary.cleanup.as_record())
+    if summary.lease_taken_over:
+        metadata["lease_taken_over"] = dg.MetadataValue.text(summary.lease_taken_over)
+        context.log.warning(f"took over the target's lease from {summary.lease_taken_over}")
     if summary.failures:
         raise dg.Failure(
             description=f"{len(summary.failures)} of {summary.rows} asset(s) failed to relocate; they are in "
-                        f"{LAYOUT.relocation_failures}, not in the new lock. First: {summary.failures[0].error}",
+                        f"{LAYOUT.relocation_failures}, not in the new lock. First: {_label(summary.failures[0])}: "
+                        f"{summary.failures[0].error}",
             metadata={**metadata, "failures": failures_table(summary.failures)},
             allow_retries=_any_transient(summary.failures))
     yield dg.MaterializeResult(metadata=metadata)
@@ -225,7 +289,7 @@ def _validation_report(context: dg.AssetExecutionContext, config: ValidationConf
         raise dg.Failure(f"validation lock {config.lock!r} is unknown: use 'relocated' or 'source'",
                          allow_retries=False)
     deep = package.deep_validation if config.deep is None else config.deep
-    with package.scratch() as scratch:
+    with package.writing(root, registry, "validation_report") as scratch:
         lock = package.fetch(root, lock_path, registry, scratch / "in")
         summary = validate(lock, registry, scratch / "report.parquet", deep=deep,
                            concurrency=package.lock_concurrency)
@@ -246,6 +310,7 @@ def _validation_report(context: dg.AssetExecutionContext, config: ValidationConf
         "deep": deep,
         "checked_mib": mib(summary.bytes_checked),
         "retries": summary.retries,
+        "client_retries": registry.request_retries(),
         "seconds": round(summary.seconds, 3),
         "report": _path_metadata(href),
         "lock": dg.MetadataValue.text(config.lock),

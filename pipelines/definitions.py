@@ -2,8 +2,10 @@
 
 Resources come from the settings file named by ``STAC_PACKAGER_CONFIG`` (see
 :mod:`pipelines.settings`), so the same code runs the offline demo, a laptop against Earth Search and
-a Kubernetes deployment. ``partitions:`` in that file partitions the chain by acquisition time and adds
-the schedule of the previous partition; the revalidation sensor is always there (stopped until started).
+a Kubernetes deployment. ``partitions:`` in that file partitions the chain by acquisition time (adding
+the schedule of the previous partition), by area or collection, or both; dynamic areas or collections add
+the ``sync_partitions`` sensor. The revalidation sensor is always there. Schedules and sensors start
+stopped: start them in the UI or over GraphQL.
 """
 
 from __future__ import annotations
@@ -11,9 +13,15 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.assets import build_chain
-from pipelines.partitions import STORE_TAG, build_partitions_def, store_kind
+from pipelines.partitions import (
+    STORE_TAG,
+    build_partitions_def,
+    other_dimension,
+    store_kind,
+    time_partitions_def,
+)
 from pipelines.schedules import build_package_schedule
-from pipelines.sensors import build_revalidation_sensor
+from pipelines.sensors import build_revalidation_sensor, build_sync_sensor
 from pipelines.settings import Settings, build_resources, load_settings
 
 PACKAGE_JOB = "package_stac"
@@ -33,15 +41,21 @@ def build_definitions(settings_path: str | None = None, *, settings: Settings | 
     revalidate_job = dg.define_asset_job(
         REVALIDATE_JOB, selection=dg.AssetSelection.assets(chain[-1]), tags=run_tags,
         description="Check the relocated lock against the live objects again.")
+    package_url = _package_url(settings)
     schedules = []
-    if partitions_def is not None and settings.partitions.schedule.enabled:
-        package_url = _package_url(settings)
+    if time_partitions_def(partitions_def) is not None and settings.partitions.schedule.enabled:
         schedules.append(build_package_schedule(package_job, partitions_def, settings.partitions, package_url))
-    sensor = build_revalidation_sensor(revalidate_job, partitions_def,
-                                       max_age_hours=settings.validation.max_age_hours,
-                                       minimum_interval_seconds=settings.validation.sensor_interval_seconds)
+    sensors = [build_revalidation_sensor(revalidate_job, partitions_def,
+                                         max_age_hours=settings.validation.max_age_hours,
+                                         minimum_interval_seconds=settings.validation.sensor_interval_seconds)]
+    dynamic = other_dimension(partitions_def)
+    if isinstance(dynamic, dg.DynamicPartitionsDefinition):
+        sensors.append(build_sync_sensor(partitions_def, dynamic, settings.partitions.dimension,
+                                         settings.partitions.source, package_job=package_job,
+                                         package_url=package_url,
+                                         minimum_interval_seconds=settings.partitions.sync_interval_seconds))
     return dg.Definitions(assets=chain, jobs=[package_job, revalidate_job], schedules=schedules,
-                          sensors=[sensor], resources=build_resources(settings))
+                          sensors=sensors, resources=build_resources(settings))
 
 
 def _package_url(settings: Settings) -> str:

@@ -10,7 +10,11 @@ search: {collections: [sentinel-2-l2a], bbox: [11.0, 46.0, 11.5, 46.5], datetime
 package: {url: s3://my-bucket/packages/alps, checksum: true, exclude_asset_keys: [rendered_preview]}
 relocation: {target: s3://my-bucket/assets, key_template: "{collection}/{item_id}/{asset_key}{ext}"}
 validation: {deep: false, max_age_hours: 24, sensor_interval_seconds: 300}   # revalidation sensor
-partitions: {kind: daily, start: "2024-01-01", timezone: UTC, schedule: {hour: 3}}  # or monthly; none (default)
+partitions: {kind: daily, start: "2024-01-01", timezone: UTC, schedule: {hour: 3, lag: 1}}  # or monthly; none
+# ... and/or by area (name -> bbox or GeoJSON geometry) or by collection; a string instead names a file
+# (path or URL) listing them: dynamic partitions that the sensor sync_partitions keeps in step with it
+#   partitions: {kind: daily, areas: {alps: [5.9, 45.8, 10.5, 47.8], pyrenees: [-1.8, 42.3, 3.3, 43.3]}}
+#   partitions: {collections: [sentinel-2-l2a, landsat-c2-l2]}    partitions: {areas: s3://ops/areas.yaml}
 retries: {max_retries: 3, delay: 5, backoff: exponential}                          # I/O assets
 storage:
   profiles:
@@ -34,13 +38,14 @@ from typing import Any, Literal
 
 import dagster as dg
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from packager.errors import ConfigError
 from resources import (
     BucketOverrideConfig,
     KeystoreResource,
     PackageResource,
+    PartitionsResource,
     RewriteResource,
     RewriteRuleConfig,
     SearchSpec,
@@ -48,6 +53,7 @@ from resources import (
     StorageProfileConfig,
     StorageResource,
 )
+from resources.partitions import check_partition_name, parse_area
 
 CONFIG_ENV = "STAC_PACKAGER_CONFIG"
 DEFAULT_STAC_API = "https://earth-search.aws.element84.com/v1"
@@ -91,15 +97,27 @@ class ValidationSettings(_Section):
 
 
 class ScheduleSettings(_Section):
-    """When the schedule packages the previous partition (in ``partitions.timezone``)."""
+    """When the schedule packages a past partition (in ``partitions.timezone``), and which one."""
 
     enabled: bool = True
     hour: int = Field(default=3, ge=0, le=23)
     minute: int = Field(default=0, ge=0, le=59)
+    cron: str | None = Field(default=None, description="A cron string instead of hour and minute, e.g. "
+                                                        "'0 */6 * * *'; the partition still follows lag.")
+    lag: int = Field(default=1, ge=1, description="Package the partition this many before the one the tick "
+                                                  "falls in: 1 is the previous day or month; more waits for "
+                                                  "catalogs that publish items late.")
 
 
 class PartitionSettings(_Section):
-    """Time-window partitions over acquisition datetime; ``none`` keeps the chain unpartitioned."""
+    """How the chain is partitioned: by acquisition time (``kind``), by area or by collection, or both.
+
+    ``areas`` maps names to a bbox ``[w, s, e, n]`` or a GeoJSON geometry; ``collections`` lists collection
+    ids. Either one becomes a second dimension next to the time (a multi-partition ``area|date``), or the
+    only one when ``kind`` is ``none``. Given as a string, it names a YAML file (path or URL, read through
+    the storage profiles) holding that mapping or list: dynamic partitions, which the ``sync_partitions``
+    sensor adds (and removes) as the file changes.
+    """
 
     kind: Literal["none", "daily", "monthly"] = "none"
     start: str = "2020-01-01"
@@ -107,6 +125,53 @@ class PartitionSettings(_Section):
     timezone: str = "UTC"
     end_offset: int = 0
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    areas: dict[str, list[float] | dict[str, Any]] | str | None = None
+    collections: list[str] | str | None = None
+    sync_interval_seconds: int = Field(default=60, ge=1, description="How often sync_partitions reads the file "
+                                                                     "of dynamic areas or collections.")
+
+    @field_validator("areas")
+    @classmethod
+    def _check_areas(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("name at least one area, or leave areas out")
+            for name, area in value.items():
+                check_partition_name(name)
+                parse_area(area, name)
+        return value
+
+    @field_validator("collections")
+    @classmethod
+    def _check_collections(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("name at least one collection, or leave collections out")
+            for name in value:
+                check_partition_name(name)
+            if len(set(value)) != len(value):
+                raise ValueError("a collection is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _one_dimension(self) -> PartitionSettings:
+        if self.areas is not None and self.collections is not None:
+            raise ValueError("partition by areas or by collections, not both (Dagster partitions have at most "
+                             "two dimensions, and one is the time)")
+        return self
+
+    @property
+    def dimension(self) -> Literal["area", "collection"] | None:
+        """The partition dimension besides the time, if any."""
+        if self.areas is not None:
+            return "area"
+        return "collection" if self.collections is not None else None
+
+    @property
+    def source(self) -> str | None:
+        """The file of dynamic areas or collections, if they are dynamic."""
+        value = self.areas if self.areas is not None else self.collections
+        return value if isinstance(value, str) else None
 
 
 class RetrySettings(_Section):
@@ -223,7 +288,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     }
     if relocation.key_template:
         package_kwargs["key_template"] = relocation.key_template
+    partitions = settings.partitions
+    static_areas = partitions.areas if isinstance(partitions.areas, dict) else {}
     return {
+        "partitions": PartitionsResource(
+            dimension=partitions.dimension or "none", areas={name: json.dumps(area) for name, area in static_areas.items()},
+            source=_absolute(partitions.source) if partitions.source else None),
         "stac_api": StacApiResource(url=settings.stac_api.url, headers=_env_refs(settings.stac_api.headers),
                                     max_retries=settings.stac_api.max_retries,
                                     default_search=_search_spec(settings.search)),

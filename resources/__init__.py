@@ -6,6 +6,7 @@ values, are handed to the engine as ``SecretStr`` and never reach metadata or lo
 
 from resources.keystore import KeystoreResource
 from resources.package import PackageResource
+from resources.partitions import PartitionsResource
 from resources.stac_api import SearchSpec, StacApiResource
 from resources.storage import (
     BucketOverrideConfig,
@@ -19,6 +20,7 @@ __all__ = [
     "BucketOverrideConfig",
     "KeystoreResource",
     "PackageResource",
+    "PartitionsResource",
     "RewriteResource",
     "RewriteRuleConfig",
     "SearchSpec",

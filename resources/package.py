@@ -12,7 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from packager.locations import Location
-from packager.package import LAYOUT
+from packager.package import LAYOUT, package_lease
 from packager.publish import fetch, package_location, publish
 from packager.stores import StoreRegistry
 from packager.templates import DEFAULT_TEMPLATE
@@ -40,6 +40,9 @@ class PackageResource(dg.ConfigurableResource):
     verify: Literal["size", "checksum"] = "checksum"
     deep_validation: bool = Field(default=False, description="Re-read every object to compare sha256.")
     workdir: str | None = Field(default=None, description="Local scratch folder; a temp dir when unset.")
+    lease_wait_seconds: float = Field(
+        default=300.0, description="How long a step waits for another run's lease on the same package before "
+                                   "failing (a crashed run's lease expires by itself).")
 
     def root(self, registry: StoreRegistry, partition: str | None = None) -> Location:
         root = package_location(self.url, registry)
@@ -56,6 +59,15 @@ class PackageResource(dg.ConfigurableResource):
         base.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="step-", dir=base) as path:
             yield Path(path)
+
+    @contextmanager
+    def writing(self, root: Location, registry: StoreRegistry, step: str) -> Iterator[Path]:
+        """A scratch folder for one step, with the package's lease held while the step reads and publishes.
+
+        Two runs of the same package (say a scheduled run and a backfill of the same day) then take turns
+        step by step instead of interleaving their files (see :mod:`packager.lease`)."""
+        with package_lease(root, registry, command=step, wait=self.lease_wait_seconds), self.scratch() as scratch:
+            yield scratch
 
     def fetch(self, root: Location, relative: str, registry: StoreRegistry, scratch: Path) -> Path:
         return fetch(root.child(relative), registry, scratch / Path(relative).parent)
