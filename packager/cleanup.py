@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import quote
 from xml.etree import ElementTree
 
-from packager.errors import ObjectNotFound, StoreError, TransientStoreError
+from packager.errors import StoreError, TransientStoreError
 from packager.locations import Location
 
 STALE_AFTER = dt.timedelta(hours=24)
@@ -386,29 +386,18 @@ async def _cleanup_swift(store: Any, prefix: str, policy: _Policy, summary: Clea
 async def _cleanup_webdav(store: Any, prefix: str, policy: _Policy, summary: CleanupSummary) -> None:
     from packager.stores.webdav import TEMP_PREFIX
 
-    pending, seen = [prefix], set()
-    while pending:
-        collection = pending.pop()
-        try:
-            entries = await store._propfind(collection + "/" if collection else "", "1")  # noqa: SLF001
-        except ObjectNotFound:
+    async for listed in store.list_with_temporaries(prefix):
+        key = listed.key
+        if not posixpath.basename(key).startswith(TEMP_PREFIX):
             continue
-        for key, is_collection, facts in entries:
-            key = key.rstrip("/")
-            if key == collection or key in seen:
-                continue
-            seen.add(key)
-            if is_collection:
-                pending.append(key)
-            elif posixpath.basename(key).startswith(TEMP_PREFIX):
-                if not policy.allows(key, _utc(facts.last_modified), by_dir=True):
-                    summary.kept_recent += 1
-                    continue
-                try:
-                    await store.delete(key)
-                    summary.temporaries_deleted += 1
-                except StoreError as exc:
-                    summary.errors.append(str(exc))
+        if not policy.allows(key, _utc(listed.facts.last_modified), by_dir=True):
+            summary.kept_recent += 1
+            continue
+        try:
+            await store.delete(key)
+            summary.temporaries_deleted += 1
+        except StoreError as exc:
+            summary.errors.append(str(exc))
 
 
 # -- local files ------------------------------------------------------------------------------------------

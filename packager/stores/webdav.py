@@ -320,6 +320,12 @@ class WebDavStore:
 
     async def list(self, prefix: str) -> AsyncIterator[ListedObject]:
         """Every object under ``prefix`` (a collection path), recursively, in no particular order."""
+        async for listed in self.list_with_temporaries(prefix):
+            if not posixpath.basename(listed.key).startswith(TEMP_PREFIX):
+                yield listed
+
+    async def list_with_temporaries(self, prefix: str) -> AsyncIterator[ListedObject]:
+        """:meth:`list`, plus the hidden temporaries of unfinished uploads (for the clean-up of killed runs)."""
         start = prefix.strip("/")
         pending = [start]
         seen: set[str] = set()
@@ -336,7 +342,7 @@ class WebDavStore:
                 seen.add(key)
                 if is_collection:
                     pending.append(key)
-                elif not posixpath.basename(key).startswith(TEMP_PREFIX):
+                else:
                     yield ListedObject(key, facts)
 
     # -- writes --------------------------------------------------------------------------------
