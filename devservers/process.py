@@ -22,10 +22,12 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 log = logging.getLogger("devservers")
@@ -242,3 +244,20 @@ def stop_pid(pid: int, *, sig: int = signal.SIGTERM, timeout: float = 10) -> boo
             return not pid_alive(pid)
         time.sleep(0.05)
     return True
+
+
+@contextlib.contextmanager
+def serve_http(handler: type[BaseHTTPRequestHandler], *, poll_interval: float = 0.5) -> Iterator[str]:
+    """Serve ``handler`` from a threading HTTP server on a free 127.0.0.1 port; yields its base URL.
+
+    For the small in-process servers of tests (scripted proxies, fake upstreams); stopped and closed on exit.
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from devservers.process import serve_http
 from packager.items import iter_items, ndjson_to_geoparquet
 from packager.lock import build_lock, iter_lock
 from packager.profiles import StorageProfile
@@ -475,15 +476,8 @@ def paging_drift_proxy(upstream: str) -> Iterator[tuple[str, dict]]:
         do_GET = _handle
         do_POST = _handle
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_http(Handler) as url:
+        yield url, state
 
 
 def test_search_duplicates_across_pages_are_dropped_and_signed_hrefs_stripped(ws, stac_api_url,

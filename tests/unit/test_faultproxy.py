@@ -4,14 +4,14 @@ its faults look like to their clients (transient, so retried)."""
 from __future__ import annotations
 
 import http.client
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
 from devservers.faultproxy import FaultProxy
+from devservers.process import serve_http
 from packager.errors import TransientStoreError
 
 BODY = bytes(range(256)) * 400  # 102,400 bytes
@@ -61,12 +61,8 @@ class _Upstream(BaseHTTPRequestHandler):
 @pytest.fixture
 def upstream() -> Iterator[str]:
     _Upstream.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_http(_Upstream, poll_interval=0.02) as url:
+        yield url
 
 
 def test_forwards_bytes_unchanged_host_included(upstream):
