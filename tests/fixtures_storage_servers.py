@@ -1,7 +1,9 @@
 """pytest fixtures for real Swift and WebDAV servers on 127.0.0.1, one of each per session, stopped by PID.
 
 * ``swift_server`` -> :class:`SwiftServer`: a one-replica OpenStack Swift (PyPI ``swift==2.38.3``) with
-  TempAuth (user ``test:tester``, key ``testing``, an account admin), SLO, COPY and TempURL; four
+  TempAuth (user ``test:tester``, key ``testing``, an account admin), SLO, COPY and TempURL, and Swift's S3
+  API (``s3api``) in region :data:`SWIFT_S3_REGION`, which, like AWS, refuses a request signed for another
+  region (access key ``test:tester``, secret ``testing``, buckets are the account's containers); four
   processes (proxy, account, container, object) on free ports. TempAuth keeps its tokens in a cache:
   the proxy runs one process (``workers = 0``) with an in-process dict cache filter instead of memcached.
 * ``webdav_server`` -> :class:`WebDavServer`: wsgidav + cheroot in a thread of the test process, basic
@@ -30,6 +32,8 @@ from devservers.process import free_port, stop, wait_http
 from devservers.webdav import WebDavServer, wsgidav_server
 
 BIN = os.path.dirname(sys.executable)
+#: the region of the Swift proxy's S3 API: not us-east-1, so a client left at the default is refused
+SWIFT_S3_REGION = "eu-central-1"
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,11 @@ class SwiftServer:
     storage_url: str
     token: str
     root: Path
+
+    @property
+    def s3_endpoint(self) -> str:
+        """The proxy's S3 API (``s3api``): http://127.0.0.1:PORT, path-style, region SWIFT_S3_REGION."""
+        return self.auth_url.removesuffix("/auth/v1.0")
 
     def connection(self):
         from swiftclient.client import Connection
@@ -130,7 +139,7 @@ def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftServ
         swift_dir = {etc}
 
         [pipeline:main]
-        pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl tempauth copy slo dlo symlink proxy-logging proxy-server
+        pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl s3api tempauth copy slo dlo symlink proxy-logging proxy-server
 
         [app:proxy-server]
         use = egg:swift#proxy
@@ -143,6 +152,10 @@ def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftServ
 
         [filter:cache]
         paste.filter_factory = dictcache:filter_factory
+
+        [filter:s3api]
+        use = egg:swift#s3api
+        location = {SWIFT_S3_REGION}
         """)  # noqa: E501
     for name, egg in {"catch_errors": "", "gatekeeper": "", "healthcheck": "",
                       "proxy-logging": "proxy_logging", "listing_formats": "", "bulk": "",

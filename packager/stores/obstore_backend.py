@@ -25,6 +25,7 @@ from obstore.exceptions import (
 )
 
 from packager.errors import AccessDenied, ObjectNotFound, StoreError, TransientStoreError
+from packager.stores import s3_region
 from packager.stores.base import ListedObject, ObjectFacts, short_read
 from packager.stores.local_facts import plain_key, stat_many
 
@@ -75,6 +76,9 @@ def translate_error(exc: BaseException, href: str) -> StoreError:
             "for this prefix", href=href)
     if isinstance(exc, (PreconditionError, AlreadyExistsError)):
         return StoreError(f"{href}: {detail}", href=href)
+    wrong_region = s3_region.explain(str(exc), href)
+    if wrong_region is not None:
+        return wrong_region
     lowered = detail.lower()
     if "403" in lowered or "forbidden" in lowered or "signaturedoesnotmatch" in lowered:
         return AccessDenied(f"{href}: access denied ({detail}); check credentials and region", href=href)
@@ -144,7 +148,19 @@ class ObstoreStore:
         try:
             return _facts(await obstore.head_async(self._store, key), local=self._local_root is not None)
         except Exception as exc:
+            if s3_region.needs_body_probe(str(exc), self._href(key)):
+                await self._explain_bare_400(key)
             raise translate_error(exc, self._href(key)) from None
+
+    async def _explain_bare_400(self, key: str) -> None:
+        """Ask again with a one-byte GET, whose error answer has the body a HEAD answer lacks, and raise
+        :class:`~packager.stores.s3_region.WrongRegion` if that body says the region is wrong."""
+        try:
+            await obstore.get_range_async(self._store, key, start=0, end=1)
+        except Exception as probe_exc:
+            wrong_region = s3_region.explain(str(probe_exc), self._href(key))
+            if wrong_region is not None:
+                raise wrong_region from None
 
     async def head_many(self, keys: list[str]) -> list[ObjectFacts | BaseException] | None:
         """Facts (or the typed error) of many local files at once; None for remote stores (HEAD each).
