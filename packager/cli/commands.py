@@ -221,7 +221,6 @@ def cmd_build(rt: Runtime) -> int:
     concurrency = a.concurrency or pkg_settings.lock_concurrency
     rt.info(f"items from {a.input} ({source.kind}) -> {package.root.href()}")
     _note_items_skips(rt, source.name, items_summary)
-    items_href = package.publish(scratch / "items.parquet", LAYOUT.items, PARQUET)
     total = _asset_total(scratch / "items.parquet", include, exclude)
     with rt.progress("lock" + (" + sha256" if checksum else ""), total) as update:
         summary = build_lock(iter_items(scratch / "items.parquet"), rt.registry, scratch / "lock.parquet",
@@ -237,10 +236,14 @@ def cmd_build(rt: Runtime) -> int:
         "duplicates_dropped": items_summary.duplicates_dropped,
         "signed_hrefs_stripped": items_summary.signed_hrefs_stripped,
         "bytes": summary.bytes, "checksums": summary.checksums, "seconds": round(summary.seconds, 3),
-        "files": {"items": items_href},
+        "files": {},
         "failures": [f.as_record() for f in summary.failures[:20]],
     }
     if not summary.failures:
+        # items and lock are published together, only once both are whole: a failed build leaves the
+        # package as it was (a previous build's items.parquet still matches its lock), not new items
+        # beside an old lock
+        result["files"]["items"] = package.publish(scratch / "items.parquet", LAYOUT.items, PARQUET)
         result["files"]["lock"] = package.publish(scratch / "lock.parquet", LAYOUT.lock, PARQUET)
     if rt.json:
         rt.emit_json(result)
@@ -253,7 +256,8 @@ def cmd_build(rt: Runtime) -> int:
         for failure in summary.failures[:20]:
             rt.err.print(f"[red]not locked[/red] {failure.collection or '-'}/{failure.item_id}/{failure.asset_key}: "
                          f"{failure.error}", markup=True)
-        raise Failed(f"{len(summary.failures)} asset(s) could not be locked, so {LAYOUT.lock} was not written "
+        raise Failed(f"{len(summary.failures)} asset(s) could not be locked, so neither {LAYOUT.items} nor "
+                     f"{LAYOUT.lock} was written "
                      f"(listed in {LAYOUT.lock_failures}); mend them with a rewrite rule or storage profile in the "
                      "settings, or leave them out with --exclude-asset-keys")
     return EXIT_OK

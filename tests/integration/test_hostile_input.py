@@ -208,12 +208,12 @@ def test_cli_build_on_s3_names_every_bad_asset_and_keeps_no_secret(ws, s3_endpoi
                  f"{supported}",
                  f"not locked c/schemes/foo: href 'foo:bar' has the unsupported scheme 'foo': {supported}",
                  f"not locked c/gone/data: s3://{src}/data/missing.tif: object not found",
-                 "4 asset(s) could not be locked, so assets.lock.parquet was not written (listed in "
-                 "lock-failures.parquet)",
+                 "4 asset(s) could not be locked, so neither items.parquet nor assets.lock.parquet was written "
+                 "(listed in lock-failures.parquet)",
                  f"note: 1 item(s) of {items} have no assets: kept in items.parquet, nothing to lock for them: no-assets",
                  f"note: signing query parameters removed from 4 href(s) of {items}"):
         assert line in err, f"{line!r} not in\n{show(proc)}"
-    assert sorted(p.name for p in pkg.iterdir() if p.name != LEASE) == ["items.parquet", "lock-failures.parquet"]
+    assert sorted(p.name for p in pkg.iterdir() if p.name != LEASE) == ["lock-failures.parquet"]
     failures = pq.read_table(pkg / "lock-failures.parquet").to_pylist()
     assert [(f["item_id"], f["asset_key"], f["href"], f["error_code"]) for f in failures] == [
         ("no-base", "data", "./a.tif", "bad_href"),
@@ -235,6 +235,13 @@ def test_cli_build_on_s3_names_every_bad_asset_and_keeps_no_secret(ws, s3_endpoi
     assert rows["signed", "zero"].size == 0 and rows["signed", "data"].size == 1000
     assert rows["relative", "data"].location.href() == f"s3://{src}/data/a.tif"  # resolved against the self link
     assert rows["signed", "data"].href == f"s3://{src}/data/a.tif"
+
+    # a failing re-build leaves that package as it was: its items.parquet still matches its lock
+    published = {name: (pkg / name).read_bytes() for name in ("items.parquet", "assets.lock.parquet")}
+    proc = cli("build", str(items), str(pkg), "--config", config, tmpdir=ws["tmp"], env=creds)
+    assert proc.returncode == 1, show(proc)
+    assert {name: (pkg / name).read_bytes() for name in published} == published
+    assert len(pq.read_table(pkg / "lock-failures.parquet")) == 4
     proc = cli("relocate", str(pkg), "--target", f"s3://{dst}/mirror", "--config", config, "--json",
                tmpdir=ws["tmp"], env=creds)
     assert proc.returncode == 0 and json.loads(proc.stdout)["copied"] == 3, show(proc)
