@@ -1,7 +1,7 @@
 """Relocation across backends through the engine: lock -> relocate -> deep validation, on real servers.
 
-S3 -> Swift, Swift -> WebDAV, WebDAV -> S3 and local -> Swift: each copy is checked byte for byte and a
-second run copies nothing. One test streams a 300 MiB object S3 -> Swift (a static large object) in a
+Every ordered pair of S3, Swift, WebDAV and local, and a plain HTTP origin -> S3: each copy is checked
+byte for byte and a second run copies nothing. One test streams a 300 MiB object S3 -> Swift (a static large object) in a
 subprocess with a 64 MiB memory limit and bounds the child's peak RSS.
 """
 
@@ -18,11 +18,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler
+from itertools import permutations
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from devservers.process import serve_http
 from packager.locations import Location, parse_href
 from packager.lock import build_lock
 from packager.profiles import StorageProfile
@@ -48,12 +52,21 @@ async def chunks_of(data: bytes, size: int = 1 * MiB) -> AsyncIterator[bytes]:
         yield data[start:start + size]
 
 
+class _QuietFiles(SimpleHTTPRequestHandler):
+    """A plain HTTP origin (no ETag, no Range): the weakest source a STAC catalogue can point at."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 @dataclass
 class World:
-    """One registry serving an S3 bucket, a Swift container, a WebDAV prefix and a local directory."""
+    """One registry serving an S3 bucket, a Swift container, a WebDAV prefix, a local directory and a
+    plain HTTP origin (read-only: its objects are files in ``http_root``)."""
 
     registry: StoreRegistry
     roots: dict[str, Location]
+    http_root: Path
 
     def location(self, kind: str, key: str) -> Location:
         return self.roots[kind].child(key)
@@ -73,11 +86,15 @@ def world(s3_endpoint, s3_bucket, swift_server, webdav_server, tmp_path) -> Iter
                        password=webdav_server.password),
     ]
     dav_prefix = f"x-{uuid.uuid4().hex[:8]}"
-    roots = {"s3": parse_href(f"s3://{s3_bucket}/root", endpoint=s3_endpoint.endpoint),
-             "swift": parse_href(f"swift://{container}/root"),
-             "webdav": parse_href(f"{webdav_server.href_origin}/{dav_prefix}"),
-             "local": parse_href((tmp_path / "local").as_uri())}
-    yield World(StoreRegistry(profiles), roots)
+    http_root = tmp_path / "http"
+    http_root.mkdir()
+    with serve_http(partial(_QuietFiles, directory=str(http_root))) as http_origin:
+        roots = {"s3": parse_href(f"s3://{s3_bucket}/root", endpoint=s3_endpoint.endpoint),
+                 "swift": parse_href(f"swift://{container}/root"),
+                 "webdav": parse_href(f"{webdav_server.href_origin}/{dav_prefix}"),
+                 "local": parse_href((tmp_path / "local").as_uri()),
+                 "http": parse_href(f"{http_origin}/root")}
+        yield World(StoreRegistry(profiles), roots, http_root)
     for name in (container, f"{container}_segments"):
         try:
             for obj in conn.get_container(name, full_listing=True)[1]:
@@ -97,7 +114,11 @@ def _seed_sources(world: World, kind: str, tag: str) -> tuple[list[dict], dict[s
         for name, size in SIZES.items():
             location = world.location(kind, f"src-{tag}/{name}.bin")
             data = pattern(size, f"{tag}-{name}")
-            if size > 2 * MiB:
+            if kind == "http":
+                path = world.http_root / location.key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            elif size > 2 * MiB:
                 await store.put_stream(location.key, chunks_of(data), chunk_size=5 * MiB, max_concurrency=2)
             else:
                 await store.put_bytes(location.key, data)
@@ -119,8 +140,7 @@ def _read(world: World, location: Location) -> bytes:
     return asyncio.run(main())
 
 
-@pytest.mark.parametrize(("source", "target"), [("s3", "swift"), ("swift", "webdav"), ("webdav", "s3"),
-                                                ("local", "swift")])
+@pytest.mark.parametrize(("source", "target"), [*permutations(["s3", "swift", "webdav", "local"], 2), ("http", "s3")])
 def test_relocate_across_backends(world: World, tmp_path: Path, source: str, target: str) -> None:
     tag = f"{source}-{target}"
     items, expected = _seed_sources(world, source, tag)
