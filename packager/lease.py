@@ -49,14 +49,16 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from packager.errors import ObjectNotFound, PackagerError, StoreError
 from packager.locations import Location
+from packager.retry import with_retries
 from packager.stores import StoreRegistry
 
 T = TypeVar("T")
@@ -636,6 +638,17 @@ def _acquire_file(location: Location, info: LeaseInfo, wait: float) -> Lease:
         return Lease(location, info, server_acquired_at=datetime.now(UTC), _file=handle)
 
 
+def _run_retrying(loop: _Loop, request: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """One lease request, tried again on a transient store error (a reset, a 503, an answer cut short).
+
+    Trying again is safe for every lease request: a create whose answer was lost meets its own object
+    (412), which the caller recognises as ours by the owner id; a replace whose delete went through meets
+    a conflict and looks again; reads and renewals are idempotent.
+    """
+    value, _ = loop.run(with_retries(request), timeout=300)
+    return value
+
+
 def _acquire_object(location: Location, registry: StoreRegistry, info: LeaseInfo, break_lease: bool,
                     wait: float) -> Lease:
     backend = _backend_for(location, registry)
@@ -646,9 +659,9 @@ def _acquire_object(location: Location, registry: StoreRegistry, info: LeaseInfo
         for _ in range(1000):
             body = info.to_bytes()
             try:
-                version = loop.run(backend.create(body), timeout=120)
+                version = _run_retrying(loop, partial(backend.create, body))
             except _Exists:
-                current = loop.run(backend.read(), timeout=120)
+                current = _run_retrying(loop, backend.read)
                 if current is None:
                     continue  # released meanwhile: try to create again
                 holder = LeaseInfo.from_bytes(current.body)
@@ -667,18 +680,18 @@ def _acquire_object(location: Location, registry: StoreRegistry, info: LeaseInfo
                             continue
                         raise LeaseHeld(_held_message(location.href(), holder, expires), holder) from None
                     try:
-                        version = loop.run(backend.replace(body, current.version), timeout=120)
+                        version = _run_retrying(loop, partial(backend.replace, body, current.version))
                     except _Conflict:
                         continue  # another successor was faster, or the holder renewed: look again
                     took_over = holder
             # renew once now: a store without compare-and-swap (e.g. 501 to If-Match) fails here, at the
             # start, rather than at the first heartbeat half-way through the run
             try:
-                version = loop.run(backend.renew(body, version), timeout=120)
+                version = _run_retrying(loop, partial(backend.renew, body, version))
             except _Conflict:
                 continue
             # confirm: the object now names us (catches servers whose conditionals are not atomic)
-            confirmed = loop.run(backend.read(), timeout=120)
+            confirmed = _run_retrying(loop, backend.read)
             mine = LeaseInfo.from_bytes(confirmed.body) if confirmed else None
             if mine is None or mine.owner != info.owner:
                 if time.monotonic() < deadline:

@@ -39,14 +39,6 @@ from devservers.webdav import WebDavServer, wsgidav_server
 from packager.profiles import StorageProfile
 from packager.stores.webdav import TEMP_PREFIX
 
-#: Requests never faulted, because code outside the stores does not survive faults there yet (see the
-#: issue-9 report); remove an entry once its code does. Everything else is faulted.
-#: * the relocation lease object: a lost answer to its conditional create (If-None-Match: *) is retried by
-#:   the store client, answered 412, and ``packager.lease`` then takes its own new lease for another run's;
-#: * S3 ListMultipartUploads of ``packager.cleanup``: its httpx transport errors are not StoreErrors, so a
-#:   reset or cut-short answer aborts the whole relocation instead of being recorded as a clean-up error.
-SPARED = r"\.stac-packager\.lease|[?&]uploads(=|&|$)"
-
 FAULT_RUNS: list[dict[str, Any]] = []
 
 
@@ -60,7 +52,6 @@ def fault_proxy_factory() -> Iterator[Callable[..., FaultProxy]]:
     started: list[FaultProxy] = []
 
     def make(upstream: str, **kwargs: Any) -> FaultProxy:
-        kwargs.setdefault("spare", SPARED)
         proxy = FaultProxy(upstream, **kwargs).start()
         started.append(proxy)
         return proxy

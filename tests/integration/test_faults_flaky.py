@@ -48,8 +48,7 @@ FAULTS = {
     "mixed": {"reset": 0.015, "status": 0.015, "slow": 0.015, "truncate": 0.015},
 }
 #: per-request client timeout of the profiles. Generous: on a loaded 2-core machine a server in the test
-#: process can take several seconds to answer a streamed multi-MiB upload, and a timed-out conditional
-#: request (the relocation lease) is not safely retried yet (see the issue-9 report)
+#: process can take several seconds to answer a streamed multi-MiB upload
 TIMEOUT = "10s"
 #: slow answers are late by 0.1-1.5 s: within the timeout, they test that latency (a stalled body half way, a
 #: late answer to a write) costs time, never bytes
@@ -260,3 +259,40 @@ def test_dagster_chain_through_flaky_stores_puts_retries_in_metadata(flaky_s3, f
     print(f"\n[flaky] dagster s3->webdav injected={injected} metadata retries: lock={lock['retries']} "
           f"relocated={relocated['retries']} validation={report['retries']} wire_retries="
           f"{s3_stats['retried'] + dav_stats['retried']} verified={len(landed)} {seconds:.1f}s")
+
+
+LEASE_REQUESTS = r"\.stac-packager\.lease"
+MULTIPART_LISTING = r"[?&]uploads(=|&|$)"
+
+
+def test_lease_and_clean_up_requests_survive_faults(flaky, tmp_path):
+    """The relocation lease and the clean-up's multipart listing are faulted on purpose: the create of the
+    lease loses its answer after the server made the object (the retry meets our own lease and must not
+    take it over as someone else's), its first read gets a 503, and the S3 listing of incomplete multipart
+    uploads is reset. The run completes, copies everything and releases its lease."""
+    seed = sum(map(ord, f"{flaky.name}/lease"))
+    objs = objects(seed, small=6, large=(LARGE_SIZES[0],))
+    flaky.seed_many(dict(objs.values()))
+    registry = StoreRegistry(flaky.profiles(TIMEOUT))
+    lock = build_lock(items_for(flaky.source, objs), registry, tmp_path / "lock.parquet", checksum=True)
+    assert lock.failures == []
+    for proxy in flaky.proxies:
+        proxy.reset_counters()
+        proxy.force("reset", method="PUT", path=LEASE_REQUESTS, variant="response")
+        proxy.force("status", method="GET", path=LEASE_REQUESTS, variant="before")
+        proxy.force("reset", method="GET", path=MULTIPART_LISTING, variant="request")
+
+    reloc = relocate(tmp_path / "lock.parquet", parse_href(flaky.target), registry, tmp_path / "relocated.parquet",
+                     tmp_path / "failures.parquet",
+                     RelocationSettings(concurrency=4, chunk_size=5 * MiB, put_concurrency=2, memory_limit=64 * MiB))
+
+    assert [f.error for f in reloc.failures] == []
+    assert (reloc.rows, reloc.copied) == (len(objs), len(objs))
+    faulted = [e for proxy in flaky.proxies for e in proxy.events]
+    assert any(e.method == "PUT" and re.search(LEASE_REQUESTS, e.path) for e in faulted), faulted
+    if flaky.name == "s3":
+        assert any(re.search(MULTIPART_LISTING, e.path) for e in faulted), faulted
+    landed = flaky.target_objects()
+    assert not [key for key in landed if key.endswith(".stac-packager.lease")], "the lease was not released"
+    assert len(landed) == len(objs)
+    assert flaky.errors() == []
