@@ -35,6 +35,8 @@ system-deps:
 	bash scripts/install-system-deps.sh
 	bash scripts/get-helm.sh
 	bash scripts/stacpkg-venv.sh .cache/stacpkg-venv
+	bash scripts/keystone-venv.sh .cache/keystone-venv
+	bash scripts/azurite.sh
 
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check .

@@ -15,6 +15,13 @@ Secrets of ``add``: ``--secret-from-env FIELD=VAR`` reads a field from an enviro
 others are read from stdin, one per line, in the order the kind lists them (s3: access_key_id then
 secret_access_key; swift: key, or token with --storage-url; webdav: password), or as ``field=value``
 lines; on a terminal they are prompted for without echo.
+
+Swift keys authenticate with TempAuth (``--auth-url`` + ``--username``, secret ``key``), a pre-authenticated
+``--storage-url`` (secret ``token``), or Keystone v3: ``--auth-url`` (the identity v3 endpoint) +
+``--username`` + ``--project-name`` or ``--project-id`` (+ ``--user-domain-name``/``-id``,
+``--project-domain-name``/``-id``, ``--region-name``, ``--interface``; ``--auth-version 3`` is implied by
+any of them), secret ``key`` = the user's password (``password`` is accepted as its name, e.g.
+``--secret-from-env password=OS_PASSWORD``).
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ from packager.errors import ConfigError, PackagerError
 from packager.keystore import (
     DEFAULT_BITS,
     KINDS,
+    SWIFT_KEYSTONE_FIELDS,
     Keystore,
     KeystoreError,
     PrivateKeySource,
+    auth_kind,
     generate_private_key,
     write_private_key,
 )
@@ -152,6 +161,8 @@ def _secrets_for_add(args: argparse.Namespace) -> dict[str, str]:
     else:
         required = ["password"]
     allowed = KINDS[kind].secrets
+    # a Keystone password is the swift key's 'key' (as the swift CLI's --os-password is its key)
+    aliases = {"password": "key"} if kind == "swift" else {}
     secrets: dict[str, str] = {}
     for spec in args.secret_from_env or []:
         field, sep, var = spec.partition("=")
@@ -160,6 +171,7 @@ def _secrets_for_add(args: argparse.Namespace) -> dict[str, str]:
                 raise ConfigError(f"--secret-from-env {spec}: write FIELD=VAR (a {kind} key needs "
                                   f"{', '.join(required)})")
             field, var = required[0], spec
+        field = aliases.get(field, field)
         if field not in allowed:
             raise ConfigError(f"--secret-from-env: {field!r} is not a secret of a {kind} key ({', '.join(allowed)})")
         if var not in os.environ:
@@ -170,6 +182,7 @@ def _secrets_for_add(args: argparse.Namespace) -> dict[str, str]:
             continue
         line = _read_line(f"{args.name} {field}")
         name, sep, value = line.partition("=")
+        name = aliases.get(name, name)
         if sep and name in allowed:
             secrets[name] = value
             if name != field and field not in secrets:
@@ -185,7 +198,8 @@ def _secrets_for_add(args: argparse.Namespace) -> dict[str, str]:
 def cmd_add(args: argparse.Namespace) -> int:
     keystore = _load(args)
     fields = {"endpoint": args.endpoint, "region": args.region, "bucket": args.bucket, "auth_url": args.auth_url,
-              "username": args.username, "storage_url": args.storage_url, "url": args.url}
+              "username": args.username, "storage_url": args.storage_url, "url": args.url,
+              **{f: getattr(args, f) for f in SWIFT_KEYSTONE_FIELDS}}
     if args.public:
         if args.type != "s3":
             raise ConfigError("--public is for S3 keys (anonymous, read-only)")
@@ -206,18 +220,18 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     keystore = _load(args)
-    rows = [{"name": e.name, "kind": e.kind, "capabilities": list(e.capabilities), "fields": e.fields,
-             "fingerprint": e.fingerprint, "created": e.created} for e in keystore.entries()]
+    rows = [{"name": e.name, "kind": e.kind, "auth": auth_kind(e.kind, e.fields), "capabilities": list(e.capabilities),
+             "fields": e.fields, "fingerprint": e.fingerprint, "created": e.created} for e in keystore.entries()]
     if args.json:
         print(json.dumps({"keystore": keystore.source, "fingerprint": keystore.fingerprint, "keys": rows}, indent=2))
         return 0
     from rich.table import Table
 
     table = Table(title=f"{keystore.source}  ({keystore.fingerprint})")
-    for column in ("name", "kind", "capabilities", "fields", "fingerprint", "created"):
+    for column in ("name", "kind", "auth", "capabilities", "fields", "fingerprint", "created"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r["name"], r["kind"], ",".join(r["capabilities"]),
+        table.add_row(r["name"], r["kind"], r["auth"], ",".join(r["capabilities"]),
                       " ".join(f"{k}={v}" for k, v in r["fields"].items()), r["fingerprint"], r["created"] or "")
     _console().print(table)
     return 0
@@ -291,6 +305,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--type", required=True, choices=sorted(KINDS))
     for opt in ("endpoint", "region", "bucket", "auth-url", "username", "storage-url", "url"):
         p.add_argument(f"--{opt}")
+    for field in SWIFT_KEYSTONE_FIELDS:  # Swift with Keystone v3, spelled as the openstack CLI's --os-* options
+        p.add_argument(f"--{field.replace('_', '-')}", dest=field, help="Swift / Keystone v3")
     p.add_argument("--public", action="store_true", help="S3: anonymous access to a public bucket (read-only)")
     p.add_argument("--read-only", action="store_true", help="capabilities: read only (default: read and write)")
     p.add_argument("--secret-from-env", action="append", metavar="FIELD=VAR",

@@ -65,6 +65,10 @@ class KindSpec:
     schemes: tuple[str, ...]  # location kinds a profile using this key may serve
 
 
+#: the clear fields of a Swift key that only Keystone v3 has (named as the StorageProfile fields)
+SWIFT_KEYSTONE_FIELDS = ("auth_version", "project_name", "project_id", "user_domain_name", "user_domain_id",
+                         "project_domain_name", "project_domain_id", "region_name", "interface")
+
 KINDS: dict[str, KindSpec] = {
     "s3": KindSpec(clear=("endpoint", "region", "bucket", "skip_signature"),
                    secrets=("access_key_id", "secret_access_key", "session_token"),
@@ -72,14 +76,34 @@ KINDS: dict[str, KindSpec] = {
                                    "access_key_id": "access_key_id", "secret_access_key": "secret_access_key",
                                    "session_token": "session_token"},
                    schemes=("s3",)),
-    "swift": KindSpec(clear=("auth_url", "username", "storage_url", "bucket"), secrets=("key", "token"),
+    # Swift: TempAuth (auth_url + username + key), pre-authenticated (storage_url + token), or Keystone v3
+    # (auth_url + username + key = the password + project and domains; auth_version 3)
+    "swift": KindSpec(clear=("auth_url", "username", "storage_url", "bucket", *SWIFT_KEYSTONE_FIELDS),
+                      secrets=("key", "token"),
                       profile_fields={"auth_url": "auth_url", "username": "user", "storage_url": "storage_url",
-                                      "key": "key", "token": "token"},
+                                      "key": "key", "token": "token",
+                                      **{f: f for f in SWIFT_KEYSTONE_FIELDS}},
                       schemes=("swift",)),
     "webdav": KindSpec(clear=("url", "username"), secrets=("password",),
                        profile_fields={"username": "username", "password": "password"},
                        schemes=("webdav+http", "webdav+https")),
 }
+
+
+def auth_kind(kind: str, fields: Mapping[str, Any]) -> str:
+    """How a key of ``kind`` with these clear fields authenticates, for listings (never a secret)."""
+    if kind == "s3":
+        return "anonymous" if fields.get("skip_signature") else "access key"
+    if kind == "webdav":
+        return "basic auth"
+    if kind == "swift":
+        version = str(fields.get("auth_version") or "")
+        if version == "3" or any(fields.get(f) for f in SWIFT_KEYSTONE_FIELDS if f != "auth_version"):
+            return "keystone v3"
+        if fields.get("auth_url"):
+            return "tempauth v1.0"
+        return "storage url + token"
+    return kind
 
 
 def default_capabilities(kind: str, fields: Mapping[str, Any], secrets: Mapping[str, Any]) -> tuple[str, ...]:
@@ -278,10 +302,39 @@ def _check_kind_and_fields(name: str, kind: str, fields: Mapping[str, Any], secr
         value = fields.get(url_field)
         if value is not None and not (isinstance(value, str) and value.startswith(("http://", "https://"))):
             raise ConfigError(f"key {name!r}: {url_field} {value!r} is not an http(s) URL")
+    if kind == "swift":
+        _check_swift_fields(name, fields)
     bad = sorted(set(capabilities) - set(CAPABILITIES))
     if bad or not list(capabilities):
         raise ConfigError(f"key {name!r}: capabilities must be a non-empty subset of read, write (got "
                           f"{', '.join(capabilities) or 'none'})")
+
+
+def _swift_fields(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """auth_version as '1' or '3', and '3' written out for a key with Keystone fields."""
+    from packager.profiles import normalize_auth_version
+
+    try:
+        version = normalize_auth_version(fields.get("auth_version"))
+    except ConfigError as exc:
+        raise ConfigError(f"key {name!r}: {exc}") from None
+    if version is None and auth_kind("swift", fields) == "keystone v3":
+        version = "3"
+    return {**fields, "auth_version": version} if version else fields
+
+
+def _check_swift_fields(name: str, fields: Mapping[str, Any]) -> None:
+    version = fields.get("auth_version")
+    if version is not None and str(version) not in ("1", "3"):
+        raise ConfigError(f"key {name!r}: auth_version {version!r}: use 1 (TempAuth) or 3 (Keystone v3)")
+    interface = fields.get("interface")
+    if interface is not None and interface not in ("public", "internal", "admin"):
+        raise ConfigError(f"key {name!r}: interface {interface!r}: use public, internal or admin")
+    if auth_kind("swift", fields) == "keystone v3":
+        if not fields.get("auth_url"):
+            raise ConfigError(f"key {name!r}: a Keystone v3 Swift key needs auth_url (the identity v3 endpoint)")
+        if not (fields.get("project_name") or fields.get("project_id")):
+            raise ConfigError(f"key {name!r}: a Keystone v3 Swift key needs project_name or project_id")
 
 
 # -- the keystore -------------------------------------------------------------------------------------------
@@ -417,6 +470,8 @@ class Keystore:
             capabilities: Iterable[str] | None = None, replace: bool = False) -> KeyEntry:
         """Seal ``secrets`` with the public key and add the key (no private key needed)."""
         fields = {k: v for k, v in (fields or {}).items() if v not in (None, "", False)}
+        if kind == "swift":
+            fields = _swift_fields(name, fields)
         plain = {k: (v.get_secret_value() if isinstance(v, SecretStr) else v)
                  for k, v in (secrets or {}).items() if v not in (None, "")}
         caps = tuple(sorted(set(capabilities))) if capabilities is not None else \

@@ -10,9 +10,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 
 from packager.errors import ConfigError
+
+
+def normalize_auth_version(value: object) -> str | None:
+    """A Swift ``auth_version`` as '1' or '3' (from 1, '1.0', 'v1', 3, '3', 'v3'...); None when unset."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip().lower().removeprefix("v")
+    if text in ("1", "1.0"):
+        return "1"
+    if text in ("3", "3.0"):
+        return "3"
+    raise ConfigError(f"auth_version {value!r}: use 1 (TempAuth / v1.0) or 3 (Keystone v3); Keystone's "
+                      "v2.0 API is gone")
 
 
 class StorageProfile(BaseModel):
@@ -22,7 +35,10 @@ class StorageProfile(BaseModel):
 
     name: str = Field(description="A name to refer to this profile by (logs, keystore, UI).")
     url: str = Field(description="Prefix this profile serves: 's3://bucket', 'https://host', 'file:///data'.")
-    endpoint: str | None = Field(default=None, description="S3-compatible endpoint, e.g. 'http://127.0.0.1:9000'.")
+    endpoint: str | None = Field(
+        default=None, description="S3-compatible endpoint, e.g. 'http://127.0.0.1:9000'; for az:// the account's "
+        "blob service URL, which names the account too: 'https://ACCOUNT.blob.core.windows.net', or path style "
+        "'http://127.0.0.1:10000/devstoreaccount1' (Azurite).")
     region: str | None = Field(default=None, description="Region; always set it for MinIO-style endpoints.")
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
@@ -52,6 +68,22 @@ class StorageProfile(BaseModel):
     segment_size_mib: float | None = Field(
         default=None, gt=0, description="Swift: streams longer than this become static large objects (default 512)."
     )
+    # -- Swift with Keystone v3 (auth_version 3): auth_url + user + key + project, as the openstack CLI ------
+    auth_version: str | None = Field(
+        default=None, description="Swift auth: '1' (TempAuth) or '3' (Keystone v3; implied by a project, domain "
+        "or region_name field or an auth_url ending in /v3; OS_IDENTITY_API_VERSION).")
+    project_name: str | None = Field(default=None, description="Keystone v3 project (OS_PROJECT_NAME).")
+    project_id: str | None = Field(default=None, description="Keystone v3 project id (OS_PROJECT_ID).")
+    user_domain_name: str | None = Field(default=None, description="Keystone v3 user domain (OS_USER_DOMAIN_NAME).")
+    user_domain_id: str | None = Field(default=None, description="Keystone v3 user domain id (OS_USER_DOMAIN_ID).")
+    project_domain_name: str | None = Field(
+        default=None, description="Keystone v3 project domain (OS_PROJECT_DOMAIN_NAME).")
+    project_domain_id: str | None = Field(
+        default=None, description="Keystone v3 project domain id (OS_PROJECT_DOMAIN_ID).")
+    region_name: str | None = Field(default=None, description="Keystone catalog region of Swift (OS_REGION_NAME).")
+    interface: Literal["public", "internal", "admin"] | None = Field(
+        default=None, validation_alias=AliasChoices("interface", "endpoint_type"),
+        description="Keystone catalog interface of Swift, default public (OS_INTERFACE; alias endpoint_type).")
     # -- WebDAV (webdav://host, webdavs://host): HTTP basic auth ------------------------------------
     username: str | None = Field(default=None, description="WebDAV basic-auth user name.")
     password: SecretStr | None = Field(default=None, description="WebDAV basic-auth password.")
@@ -60,6 +92,11 @@ class StorageProfile(BaseModel):
         default=None, description="S3: a command printing AWS credential_process JSON; re-run before Expiration.")
     credential_provider: Literal["planetary_computer", "earthdata"] | None = Field(
         default=None, description="obstore's Planetary Computer (az) or NASA Earthdata (s3) credential provider.")
+    credentials_url: str | None = Field(
+        default=None, description="Where credential_provider gets credentials. earthdata (required): the DAAC's "
+        "s3credentials URL. planetary_computer: the base URL of the SAS token API, asked "
+        "GET {url}/{account}/{container} (obstore's sas_url; default $PC_SDK_SAS_URL, else "
+        "https://planetarycomputer.microsoft.com/api/sas/v1/token).")
     # -- keystore: the credentials (and clear fields left unset here) come from a named keystore key --------
     keystore_key: str | None = Field(
         default=None, description="Name of a keystore key holding this profile's credentials (see packager.keystore).")
@@ -82,6 +119,11 @@ class StorageProfile(BaseModel):
                 "(a bare host:port would be read as a scheme)"
             )
         return value.rstrip("/") if value else value
+
+    @field_validator("auth_version", mode="before")
+    @classmethod
+    def _auth_version(cls, value: object) -> str | None:
+        return normalize_auth_version(value)
 
     def serves(self, href: str) -> bool:
         return href == self.url or href.startswith(self.url + "/")

@@ -8,8 +8,15 @@ hashing tap) produces, so sharing one pool could deadlock when every thread wait
 Authentication, as the ``swift`` CLI spells it:
 
 * pre-authenticated: ``storage_url`` + ``token`` (``OS_STORAGE_URL`` / ``OS_AUTH_TOKEN``), or
-* TempAuth / v1.0: ``auth_url`` + ``user`` + ``key`` (``ST_AUTH`` / ``ST_USER`` / ``ST_KEY``); the token is
-  acquired once, shared by the store's connections, and re-acquired when the server answers 401.
+* TempAuth / v1.0: ``auth_url`` + ``user`` + ``key`` (``ST_AUTH`` / ``ST_USER`` / ``ST_KEY``), or
+* Keystone v3 (``auth_version: 3``): ``auth_url`` + ``user`` + ``key`` (the password) + ``project_name`` or
+  ``project_id`` (+ user/project domains, default ``default``; ``region_name``; ``interface``), the
+  ``OS_*`` variables of the ``openstack`` CLI as fallbacks (:func:`packager.credentials.swift_env_fallback`).
+  The token and the storage URL (the catalog's ``object-store`` endpoint) come from one keystoneauth1
+  session per store (:class:`KeystoneAuth`).
+
+Either way the token is acquired once, shared by the store's connections, and re-acquired when the server
+answers 401 (``token_acquisitions`` counts the tokens fetched, ``request_retries`` the requests sent again).
 
 Uploads: an object that fits in one buffered chunk is one PUT. A longer stream is written as segments
 of ``segment_size`` bytes into ``<container>_segments``, each segment one streamed PUT fed by a bounded
@@ -19,7 +26,7 @@ Either way the object appears under its name only when complete; on failure the 
 are deleted. The content checksum travels as ``X-Object-Meta-File-Checksum``.
 
 Errors become the engine's typed errors, naming the ``swift://container/key`` href and never the token
-or key.
+or key; a failed Keystone authentication names the auth URL, user, project and what to check.
 """
 
 from __future__ import annotations
@@ -36,11 +43,19 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from packager.errors import AccessDenied, ConfigError, ObjectNotFound, StoreError, TransientStoreError
+from packager.errors import (
+    AccessDenied,
+    ConfigError,
+    ObjectNotFound,
+    PackagerError,
+    StoreError,
+    TransientStoreError,
+)
 from packager.stores.base import ListedObject, ObjectFacts, parse_http_date, short_read
 
 T = TypeVar("T")
@@ -82,11 +97,15 @@ class _Scrubber:
         return text
 
 
-def translate_swift_error(exc: BaseException, href: str, scrub: Callable[[str], str] = str) -> StoreError:
-    """A swiftclient/requests exception as a typed error naming ``href`` (never a token or key)."""
+def translate_swift_error(exc: BaseException, href: str, scrub: Callable[[str], str] = str,
+                          auth_hint: str | None = None) -> PackagerError:
+    """A swiftclient/requests exception as a typed error naming ``href`` (never a token or key).
+
+    The engine's own errors (a Keystone authentication failure translated where it happened, a
+    :class:`ConfigError` for a catalog without the store's endpoint) pass through unchanged."""
     from swiftclient.exceptions import ClientException
 
-    if isinstance(exc, StoreError):
+    if isinstance(exc, PackagerError):
         return exc
     if isinstance(exc, ClientException):
         status = exc.http_status
@@ -97,8 +116,9 @@ def translate_swift_error(exc: BaseException, href: str, scrub: Callable[[str], 
             return ObjectNotFound(f"{href}: object not found ({detail})", href=href)
         if status in (401, 403):
             return AccessDenied(
-                f"{href}: access denied ({detail}); check the storage profile's Swift credentials "
-                "(auth_url + user + key, or storage_url + token) for this container", href=href)
+                f"{href}: access denied ({detail}); "
+                + (auth_hint or "check the storage profile's Swift credentials (auth_url + user + key, or "
+                   "storage_url + token) for this container"), href=href)
         if status is None or status in (408, 429, 498, 499) or status >= 500:
             return TransientStoreError(f"{href}: {detail}", href=href)
         return StoreError(f"{href}: {detail}", href=href)
@@ -145,6 +165,10 @@ def _counting_connection_class() -> type:
 
     class CountingConnection(Connection):
         on_retries: Callable[[int], None] | None = None
+        #: called for each token a TempAuth ``get_auth`` fetched
+        on_token: Callable[[], None] | None = None
+        #: Keystone: turns an authentication failure (None: no storage URL in the catalog) into a typed error
+        auth_error: Callable[[BaseException | None], PackagerError] | None = None
 
         def _retry(self, reset_func, func, *args, **kwargs):  # noqa: ANN001, ANN202 - swiftclient's signature
             def call(*a: Any, **kw: Any) -> Any:
@@ -165,6 +189,21 @@ def _counting_connection_class() -> type:
                 if retries > 0 and self.on_retries is not None:
                     self.on_retries(retries)
 
+        def get_auth(self):  # noqa: ANN202 - swiftclient's signature
+            # a Keystone failure becomes a typed error here, where it is still known to be about auth (to
+            # swiftclient it is an untyped exception); TempAuth keeps swiftclient's own 401 handling
+            try:
+                url, token = super().get_auth()
+            except Exception as exc:
+                if self.auth_error is None:
+                    raise
+                raise self.auth_error(exc) from None
+            if not url and self.auth_error is not None:
+                raise self.auth_error(None)
+            if self.on_token is not None and self.session is None:  # Keystone counts in its plugin
+                self.on_token()
+            return url, token
+
         def put_object(self, container, obj, contents, content_length=None, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
             # bytes cannot be rewound, so swiftclient refuses to send them again ("no ability to reset
             # contents for reupload"); a BytesIO of them can be. Not for a conditional write: a repeat after
@@ -180,6 +219,172 @@ def _counting_connection_class() -> type:
 
 
 _COUNTING_CONNECTION: type | None = None
+
+#: Keystone's auth methods live under /v3; swiftclient appends it to a versionless auth URL too
+_KEYSTONE_V3_SUFFIX = "/v3"
+
+
+@dataclass(frozen=True)
+class KeystoneAuth:
+    """Keystone v3 password authentication of a Swift store, as the ``openstack`` / ``swift`` CLIs spell it.
+
+    ``auth_url`` is the identity endpoint (``https://keystone:5000/v3``; a versionless URL gets ``/v3``).
+    Domains default to the ``default`` domain (by id), as python-openstackclient's ``--os-default-domain``.
+    The object-store endpoint is taken from the token's catalog: ``interface`` (public) in ``region_name``.
+    """
+
+    auth_url: str
+    username: str
+    password: str = field(repr=False)
+    project_name: str | None = None
+    project_id: str | None = None
+    user_domain_name: str | None = None
+    user_domain_id: str | None = None
+    project_domain_name: str | None = None
+    project_domain_id: str | None = None
+    region_name: str | None = None
+    interface: str = "public"
+
+    def __post_init__(self) -> None:
+        if not self.auth_url.startswith(("http://", "https://")):
+            raise ConfigError(f"Keystone auth_url {self.auth_url!r} is not an http(s) URL")
+        last = urlsplit(self.auth_url).path.rstrip("/").rsplit("/", 1)[-1]
+        if last in ("v2.0", "v2"):
+            raise ConfigError(f"Keystone auth_url {self.auth_url!r} is the identity v2.0 API, which Keystone no "
+                              "longer serves: use the v3 endpoint (…/v3) with auth_version 3")
+        if not (self.username and self.password):
+            raise ConfigError(f"Keystone v3 auth at {self.auth_url} needs a user and a password (key)")
+        if not (self.project_name or self.project_id):
+            raise ConfigError(f"Keystone v3 auth at {self.auth_url} needs project_name or project_id "
+                              "(OS_PROJECT_NAME / OS_PROJECT_ID): Swift accounts belong to projects")
+        if self.interface not in ("public", "internal", "admin"):
+            raise ConfigError(f"Keystone interface {self.interface!r}: use public, internal or admin")
+
+    @property
+    def identity_url(self) -> str:
+        """The v3 API root the token is asked from (``auth_url``, with ``/v3`` added when versionless)."""
+        url = self.auth_url.rstrip("/")
+        last = urlsplit(url).path.rsplit("/", 1)[-1]
+        return url if last.startswith("v3") else url + _KEYSTONE_V3_SUFFIX
+
+    def who(self, region: bool = True) -> str:
+        """User, project, domains and region, for messages (no secret)."""
+        user_domain = self.user_domain_name or self.user_domain_id or "default"
+        project_domain = self.project_domain_name or self.project_domain_id or "default"
+        project = self.project_name or f"id {self.project_id}"
+        return (f"user {self.username!r} (domain {user_domain}), project {project!r} (domain {project_domain})"
+                + (f", region {self.region_name!r}" if self.region_name and region else ""))
+
+    def plugin(self, on_token: Callable[[], None] | None = None) -> Any:
+        """A keystoneauth1 v3 password plugin; ``on_token`` is called for each token it fetches."""
+        from keystoneauth1.identity import v3
+
+        class CountingPassword(v3.Password):
+            def get_auth_ref(self, session: Any, **kwargs: Any) -> Any:
+                ref = super().get_auth_ref(session, **kwargs)
+                if on_token is not None:
+                    on_token()
+                return ref
+
+        domain_default = None if (self.user_domain_name or self.user_domain_id) else "default"
+        project_domain_default = None if (self.project_domain_name or self.project_domain_id) else "default"
+        return CountingPassword(
+            auth_url=self.identity_url, username=self.username, password=self.password,
+            user_domain_name=self.user_domain_name, user_domain_id=self.user_domain_id or domain_default,
+            project_name=self.project_name, project_id=self.project_id,
+            project_domain_name=self.project_domain_name if self.project_name else None,
+            project_domain_id=(self.project_domain_id or project_domain_default) if self.project_name else None)
+
+    def os_options(self) -> dict[str, str]:
+        """What swiftclient's ``Connection`` passes to ``session.get_endpoint``."""
+        options = {"service_type": "object-store", "endpoint_type": self.interface}
+        if self.region_name:
+            options["region_name"] = self.region_name
+        return options
+
+
+class _SessionView:
+    """What one swiftclient ``Connection`` sees of its store's shared keystoneauth1 session.
+
+    swiftclient answers a 401 with ``session.invalidate()`` and a new ``get_auth()``. The session is shared:
+    once one connection has fetched a new token, the others' 401s (for the old token) must adopt it, not
+    throw it away and fetch yet another. So the session is invalidated only when its current token is the
+    one that was refused; ``True`` is always returned, so the request is retried once with a fresh token.
+    """
+
+    _fallback_lock = threading.Lock()
+
+    def __init__(self, session: Any, conn: Any) -> None:
+        self._session = session
+        self._conn = conn
+
+    def get_endpoint(self, **kwargs: Any) -> str | None:
+        return self._session.get_endpoint(**kwargs)
+
+    def get_token(self) -> str:
+        return self._session.get_token()
+
+    def invalidate(self) -> bool:
+        auth = self._session.auth
+        refused = self._conn.token
+        # under the plugin's own lock (the one it fetches tokens under), so a token another connection has
+        # just fetched is never the one thrown away
+        with getattr(auth, "_lock", None) or self._fallback_lock:
+            ref = getattr(auth, "auth_ref", None)
+            if ref is not None and (refused is None or ref.auth_token == refused):
+                auth.invalidate()
+        return True
+
+
+def keystone_auth_error(exc: BaseException | None, auth: KeystoneAuth, href: str,
+                        scrub: Callable[[str], str] = str) -> PackagerError:
+    """A failure of Keystone authentication (``None``: no object-store endpoint in the catalog) as a typed
+    error naming the auth URL, the user and project, and what to check; never the password or a token."""
+    where = f"{href}: Keystone v3 at {auth.auth_url}"
+    try:
+        from keystoneauth1 import exceptions as ks
+    except ImportError:  # pragma: no cover - a dependency of the project
+        return StoreError(f"{where}: {type(exc).__name__}: {scrub(str(exc))[:200]}", href=href)
+    if exc is None or (isinstance(exc, ks.EndpointNotFound) and not isinstance(exc, ks.EmptyCatalog)):
+        return ConfigError(
+            f"{where} gave {auth.who(region=False)} a token, but its catalog has no object-store endpoint for "
+            f"interface {auth.interface!r}" + (f" in region {auth.region_name!r}" if auth.region_name else "")
+            + ": check region_name (OS_REGION_NAME) and interface, or ask the cloud's admin to register Swift "
+            "('openstack catalog list' shows what there is)")
+    if isinstance(exc, ks.EmptyCatalog):
+        return ConfigError(
+            f"{where} gave {auth.who()} a token without an object-store endpoint in its catalog (is Swift "
+            "registered, and does the user have a role on the project?): check project_name/project_id and "
+            "region_name")
+    status = getattr(exc, "http_status", None)
+    if isinstance(exc, (ks.Unauthorized, ks.Forbidden)):
+        return AccessDenied(
+            f"{where} refused to authenticate {auth.who()} (HTTP {status}): check the user name, the password "
+            "(key), project_name/project_id and the user and project domains of the storage profile or "
+            "keystore key (OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME, OS_USER_DOMAIN_NAME, "
+            "OS_PROJECT_DOMAIN_NAME); the user needs a role on the project", href=href)
+    if isinstance(exc, ks.NotFound):
+        return ConfigError(
+            f"{where}: {auth.identity_url}/auth/tokens answered HTTP 404: auth_url must be Keystone's identity "
+            "v3 endpoint, e.g. https://keystone.example:5000/v3 (OS_AUTH_URL)")
+    if isinstance(exc, ks.BadRequest):
+        return ConfigError(
+            f"{where} rejected the authentication request for {auth.who()} (HTTP 400): check the domains "
+            "(user_domain_name/_id, project_domain_name/_id) and that project_name or project_id is right")
+    if isinstance(exc, ks.SSLError):
+        return StoreError(f"{where}: TLS failed ({type(exc).__name__}): check the certificate of {auth.auth_url}",
+                          href=href)
+    if isinstance(exc, (ks.ConnectionError, ks.RetriableConnectionFailure, ks.DiscoveryFailure)):
+        return TransientStoreError(
+            f"{where} cannot be reached ({type(exc).__name__}): check auth_url (OS_AUTH_URL) and that the "
+            "identity service is up", href=href)
+    if isinstance(exc, ks.HttpError) and (status is None or status >= 500 or status in (408, 429)):
+        return TransientStoreError(f"{where} answered HTTP {status} while authenticating {auth.who()}",
+                                   href=href)
+    if isinstance(exc, ks.ClientException):
+        return ConfigError(f"{where}: authentication of {auth.who()} failed ({type(exc).__name__}: "
+                           f"{scrub(str(exc))[:200]})")
+    return StoreError(f"{where}: authentication failed: {type(exc).__name__}: {scrub(str(exc))[:200]}", href=href)
 
 
 def _listing_date(value: str | None) -> datetime | None:
@@ -302,9 +507,11 @@ class SwiftStore:
                  key: str | None = None, storage_url: str | None = None, token: str | None = None,
                  segment_size: int = DEFAULT_SEGMENT_SIZE, segment_container: str | None = None,
                  timeout: float = 120.0, retries: int = 3, max_workers: int = 32,
-                 temp_url_key: str | None = None, insecure: bool = False) -> None:
-        if not ((storage_url and token) or (auth_url and user and key)):
-            raise ConfigError(f"swift://{container}: give storage_url + token, or auth_url + user + key")
+                 temp_url_key: str | None = None, insecure: bool = False,
+                 keystone: KeystoneAuth | None = None) -> None:
+        if not ((storage_url and token) or (auth_url and user and key) or keystone):
+            raise ConfigError(f"swift://{container}: give storage_url + token, auth_url + user + key, or Keystone "
+                              "v3 settings")
         if segment_size < 1:
             raise ConfigError("segment_size must be at least 1 byte")
         self.container = container
@@ -321,11 +528,23 @@ class SwiftStore:
         self._segments_ready = False
         self._reads = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="swift-read")
         self._writes = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="swift-write")
-        self._scrub = _Scrubber(lambda: [self._key, self._token, self._temp_url_key])
+        self._keystone = keystone
+        self._ks_session: Any = None
+        self._scrub = _Scrubber(lambda: [self._key, self._token, self._temp_url_key,
+                                         keystone.password if keystone else None])
         #: requests swiftclient sent again (after a reset, a broken body, a 5xx, a 401 re-auth) and body
         #: downloads it resumed; the row retries of the engine are counted apart from these
         self.request_retries = 0
+        #: tokens fetched from the auth service (TempAuth or Keystone): 1 for a store whose token never
+        #: expired or was revoked, however many connections and threads it used
+        self.token_acquisitions = 0
         self._count_lock = threading.Lock()
+        if keystone is not None:
+            self._auth_hint = (f"the Keystone v3 {keystone.who()} (auth_url {keystone.auth_url}) was refused by "
+                               "Swift: it needs a role on the project that the proxy's keystoneauth accepts "
+                               "(operator_roles, e.g. member), or an ACL on the container")
+        else:
+            self._auth_hint = None
 
     # -- plumbing ------------------------------------------------------------------------------
     def _href(self, key: str, container: str | None = None) -> str:
@@ -335,13 +554,39 @@ class SwiftStore:
         with self._count_lock:
             self.request_retries += n
 
+    def _count_token(self) -> None:
+        with self._count_lock:
+            self.token_acquisitions += 1
+
+    def _keystone_session(self) -> Any:
+        """The store's keystoneauth1 session, made on first use: it holds the one token of the store."""
+        with self._auth_lock:
+            if self._ks_session is None:
+                from keystoneauth1 import session
+
+                self._ks_session = session.Session(auth=self._keystone.plugin(self._count_token),
+                                                   timeout=self._timeout, verify=not self._insecure)
+            return self._ks_session
+
+    def _translate(self, exc: BaseException, href: str) -> PackagerError:
+        return translate_swift_error(exc, href, self._scrub, self._auth_hint)
+
     def _new_connection(self) -> Any:
         with self._auth_lock:
             url, token = self._storage_url, self._token
-        conn = _counting_connection_class()(
-            authurl=self._auth_url, user=self._user, key=self._key, preauthurl=url, preauthtoken=token,
-            retries=self._retries, starting_backoff=0.25, max_backoff=8, timeout=self._timeout,
-            insecure=self._insecure, auth_version="1")
+        cls = _counting_connection_class()
+        if self._keystone is not None:
+            conn = cls(preauthurl=url, preauthtoken=token, os_options=self._keystone.os_options(),
+                       retries=self._retries, starting_backoff=0.25, max_backoff=8, timeout=self._timeout,
+                       insecure=self._insecure)
+            conn.session = _SessionView(self._keystone_session(), conn)
+            keystone, describe, scrub = self._keystone, self.describe, self._scrub
+            conn.auth_error = lambda exc: keystone_auth_error(exc, keystone, describe, scrub)
+        else:
+            conn = cls(authurl=self._auth_url, user=self._user, key=self._key, preauthurl=url, preauthtoken=token,
+                       retries=self._retries, starting_backoff=0.25, max_backoff=8, timeout=self._timeout,
+                       insecure=self._insecure, auth_version="1")
+            conn.on_token = self._count_token
         conn.on_retries = self._count_retries
         return conn
 
@@ -374,7 +619,7 @@ class SwiftStore:
         try:
             return await loop.run_in_executor(self._writes if write else self._reads, self._call, op)
         except Exception as exc:
-            raise translate_swift_error(exc, href, self._scrub) from None
+            raise self._translate(exc, href) from None
 
     # -- reads ---------------------------------------------------------------------------------
     async def head(self, key: str) -> ObjectFacts:
@@ -408,14 +653,14 @@ class SwiftStore:
                 headers, body = await loop.run_in_executor(
                     self._reads, lambda: conn.get_object(self.container, key, resp_chunk_size=chunk_size))
             except Exception as exc:
-                raise translate_swift_error(exc, href, self._scrub) from None
+                raise self._translate(exc, href) from None
             expected = int(headers["content-length"]) if headers.get("content-length", "").isdigit() else None
             read = 0
             while True:
                 try:
                     chunk = await loop.run_in_executor(self._reads, _next_or_none, body)
                 except Exception as exc:
-                    raise translate_swift_error(exc, href, self._scrub) from None
+                    raise self._translate(exc, href) from None
                 if chunk is None:
                     if expected is not None and read != expected:  # ended early without an error
                         raise short_read(href, read, expected)
@@ -518,7 +763,7 @@ class SwiftStore:
                     raise source from None
                 raise StoreError(f"{href}: reading the source failed: {type(source).__name__}: {source}",
                                  href=href) from None
-            error = translate_swift_error(exc, href, self._scrub)
+            error = self._translate(exc, href)
             raise (self._no_container(error) if isinstance(error, ObjectNotFound) else error) from None
 
     def _ensure_segment_container(self) -> None:
@@ -644,6 +889,9 @@ class SwiftStore:
     def close(self) -> None:
         self._reads.shutdown(wait=False, cancel_futures=True)
         self._writes.shutdown(wait=False, cancel_futures=True)
+        if self._ks_session is not None:  # its pooled connections to Keystone
+            with contextlib.suppress(Exception):
+                self._ks_session.session.close()
         while True:
             try:
                 conn = self._idle.get_nowait()
@@ -658,27 +906,63 @@ def _next_or_none(body: Any) -> bytes | None:
 
 
 def build_swift_store(location: Any, profile: Any) -> SwiftStore:
-    """A :class:`SwiftStore` for ``location`` (kind ``swift``) from the storage profile that covers it."""
+    """A :class:`SwiftStore` for ``location`` (kind ``swift``) from the storage profile that covers it.
+
+    Keystone v3 when the profile says so (``auth_version: 3``, or a project/domain/region_name field), with
+    the ``OS_*`` variables as fallbacks of its unset fields (:func:`packager.credentials.swift_env_fallback`).
+    """
+    from packager.credentials import swift_auth_version, swift_env_fallback
+
     container = location.container
     if profile is None:
         raise ConfigError(
             f"no storage profile covers swift://{container}: add one with url 'swift://{container}' and either "
-            "auth_url + user + key (TempAuth / v1.0, like ST_AUTH/ST_USER/ST_KEY) or storage_url + token "
-            "(like OS_STORAGE_URL/OS_AUTH_TOKEN)")
-    key = profile.key.get_secret_value() if profile.key else None
+            "auth_url + user + key (TempAuth / v1.0, like ST_AUTH/ST_USER/ST_KEY), storage_url + token "
+            "(like OS_STORAGE_URL/OS_AUTH_TOKEN), or Keystone v3: auth_version 3, auth_url, user, key (the "
+            "password) and project_name (like OS_AUTH_URL/OS_USERNAME/OS_PASSWORD/OS_PROJECT_NAME)")
+    profile, from_env = swift_env_fallback(profile)
+    version = swift_auth_version(profile)
+    user = profile.user or profile.username
+    secret = profile.key or profile.password
+    key = secret.get_secret_value() if secret else None
     token = profile.token.get_secret_value() if profile.token else None
-    if not ((profile.storage_url and token) or (profile.auth_url and profile.user and key)):
+    keystone = None
+    env_note = f" (taken from the environment: {', '.join(from_env)})" if from_env else ""
+    if version == "3":
+        missing = [name for name, value in (("auth_url", profile.auth_url), ("user", user),
+                                            ("key (the password)", key),
+                                            ("project_name or project_id", profile.project_name or profile.project_id))
+                   if not value]
+        if missing and not (profile.storage_url and token):
+            raise ConfigError(
+                f"storage profile {profile.name!r} ({profile.url}) uses Keystone v3 but lacks {', '.join(missing)}: "
+                "set them in the profile or its keystore key, or OS_AUTH_URL, OS_USERNAME, OS_PASSWORD and "
+                f"OS_PROJECT_NAME in the environment{env_note}")
+        if not missing:
+            try:
+                keystone = KeystoneAuth(
+                    auth_url=profile.auth_url, username=user, password=key, project_name=profile.project_name,
+                    project_id=profile.project_id, user_domain_name=profile.user_domain_name,
+                    user_domain_id=profile.user_domain_id, project_domain_name=profile.project_domain_name,
+                    project_domain_id=profile.project_domain_id,
+                    region_name=profile.region_name or profile.region, interface=profile.interface or "public")
+            except ConfigError as exc:
+                raise ConfigError(f"storage profile {profile.name!r} ({profile.url}): {exc}{env_note}") from None
+    elif not ((profile.storage_url and token) or (profile.auth_url and user and key)):
         have = [f for f in ("auth_url", "user", "key", "storage_url", "token") if getattr(profile, f)]
         raise ConfigError(
             f"storage profile {profile.name!r} ({profile.url}) lacks Swift credentials: set auth_url, user and "
-            "key (TempAuth / v1.0), or storage_url and token (pre-authenticated)"
+            "key (TempAuth / v1.0), storage_url and token (pre-authenticated), or Keystone v3 (auth_version 3, "
+            "auth_url, user, key, project_name; or the OS_* variables of the openstack CLI)"
             + (f"; it sets only {', '.join(have)}" if have else ""))
     segment_mib = profile.segment_size_mib or DEFAULT_SEGMENT_SIZE / MiB
     return SwiftStore(
-        container, auth_url=profile.auth_url, user=profile.user, key=key, storage_url=profile.storage_url,
+        container, auth_url=None if keystone else profile.auth_url, user=None if keystone else user,
+        key=None if keystone else key, storage_url=profile.storage_url,
         token=token, segment_size=max(1, math.floor(segment_mib * MiB)),
         segment_container=profile.options.get("segment_container") or None,
         timeout=parse_duration(profile.timeout), retries=min(profile.max_retries, 10),
         max_workers=max(4, profile.concurrency or 32),
         temp_url_key=(profile.secret_options["temp_url_key"].get_secret_value()
-                      if "temp_url_key" in profile.secret_options else None))
+                      if "temp_url_key" in profile.secret_options else None),
+        keystone=keystone)
