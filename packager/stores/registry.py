@@ -146,13 +146,11 @@ class StoreRegistry:
                                          client_options=client_options, retry_config=retry),
                                 describe=f"gs://{location.container}", href_prefix=f"gs://{location.container}")
         if kind == "az":
-            config = _generic_config(profile)
-            if location.endpoint and "account_name" not in config:
-                config["account_name"] = location.endpoint.split("://", 1)[1].split(".", 1)[0]
-            container_url = f"{location.endpoint}/{location.container}" if location.endpoint else None
+            config = _azure_config(location, profile)
+            provider = provider_for(profile, "az", account_name=config.get("account_name"),
+                                    container_name=location.container)
             return ObstoreStore(AzureStore(location.container, config=config, client_options=client_options,
-                                           retry_config=retry,
-                                           credential_provider=provider_for(profile, "az", container_url)),
+                                           retry_config=retry, credential_provider=provider),
                                 describe=f"az://{location.container}", href_prefix=f"az://{location.container}")
         if kind == "swift":
             from packager.stores.swift import build_swift_store
@@ -220,6 +218,30 @@ def _with_key_fields(profile: StorageProfile, keystore: Keystore | None) -> Stor
         if target and value not in (None, "") and getattr(profile, target) in (None, False):
             update[target] = value
     return profile.model_copy(update=update) if update else profile
+
+
+def _azure_config(location: Location, profile: StorageProfile | None) -> dict[str, Any]:
+    """obstore Azure config: the profile's options, its ``endpoint`` (the account's blob service URL), and the
+    account name, from ``options.account_name`` or else from that URL.
+
+    An endpoint is passed rather than obstore's ``use_emulator``: the emulator switch assumes Azurite on
+    port 10000 and ignores credential providers (SAS tokens from the Planetary Computer API)."""
+    config = _generic_config(profile)
+    endpoint = (profile.endpoint if profile else None) or location.endpoint
+    if profile and profile.endpoint:
+        config.setdefault("endpoint", profile.endpoint)
+    if endpoint and "account_name" not in config:
+        config["account_name"] = _azure_account(endpoint)
+    return config
+
+
+def _azure_account(endpoint: str) -> str:
+    """The storage account a blob service URL names: its first path segment when it has one (path style:
+    Azurite, 'http://127.0.0.1:10000/devstoreaccount1'), else the first label of its host
+    ('https://ACCOUNT.blob.core.windows.net')."""
+    parts = urlsplit(endpoint)
+    segment = parts.path.strip("/").split("/", 1)[0]
+    return segment or (parts.hostname or "").split(".", 1)[0]
 
 
 def _generic_config(profile: StorageProfile | None) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """One contract for every storage backend, against real servers: S3 (SeaweedFS or TEST_S3_*), OpenStack Swift
-(SAIO), WebDAV (wsgidav) and local files.
+(SAIO), WebDAV (wsgidav), Azure Blob Storage (Azurite) and local files.
 
 Every store is built the way the engine builds it: through :class:`StoreRegistry` from storage profiles.
 The same tests run on each: head, ranges, streaming reads, a put larger than one part/segment, whole-or-nothing
@@ -10,7 +10,10 @@ wrong-credential errors whose messages name the object but never the secret.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -20,18 +23,19 @@ from typing import Any
 import httpx
 import pytest
 
-from packager.errors import AccessDenied, ConfigError, ObjectNotFound
+from packager.errors import AccessDenied, ConfigError, ObjectNotFound, StoreError
 from packager.locations import Location, parse_href
 from packager.profiles import StorageProfile
 from packager.stores import Store, StoreRegistry
 from packager.stores.obstore_backend import CHECKSUM_METADATA
 from packager.stores.swift import SwiftStore
 from packager.stores.webdav import TEMP_PREFIX, WebDavStore
+from tests.fixtures_azure import AZURE_LISTED_ETAG, AZURE_METADATA_NAMES
 
 pytestmark = pytest.mark.integration
 
 MiB = 1 << 20
-BACKENDS = ["s3", "swift", "webdav", "local"]
+BACKENDS = ["s3", "swift", "webdav", "local", "azure"]
 
 
 def run(coro):
@@ -141,6 +145,25 @@ def webdav_backend(webdav_server) -> Backend:
 
 
 @pytest.fixture
+def azure_backend(azure_container, azure_profile, azure_blob_service) -> Backend:
+    """Azurite: a block blob above one chunk goes up as blocks + a block list; Azure lists 5,000 per page."""
+    registry = StoreRegistry([azure_profile(azure_container, max_retries=1)])
+    bad_key = base64.b64encode(os.urandom(64)).decode()  # well-formed, but not the account's key
+    bad = azure_profile(azure_container, name="azure-bad", max_retries=0, secret_options={"account_key": bad_key})
+    base = parse_href(f"az://{azure_container}/contract")
+    return Backend("azure", registry, base, large_chunk=1 * MiB, large_size=int(3.5 * MiB), page_size=5000,
+                   wrong=[(StoreRegistry([bad]).store_for(base), bad_key)],
+                   extra={"container": azure_blob_service.get_container_client(azure_container)})
+
+
+def azure_gap(request: pytest.FixtureRequest, backend: Backend, reason: str, raises: type[Exception]) -> None:
+    """Mark this contract case xfail (strict) on Azure: it fails there, with ``raises``, until ``reason``'s change
+    (in a module this suite does not own) is made."""
+    if backend.name == "azure":
+        request.applymarker(pytest.mark.xfail(reason=reason, raises=raises, strict=True))
+
+
+@pytest.fixture
 def local_backend(tmp_path) -> Backend:
     base = parse_href((tmp_path / "contract").as_uri())
     return Backend("local", StoreRegistry([]), base, large_chunk=1 * MiB, large_size=int(3.5 * MiB),
@@ -182,9 +205,14 @@ def test_put_head_ranges_stream(backend: Backend) -> None:
         assert facts.etag == hashlib.md5(data).hexdigest()
     if backend.name == "s3":
         assert facts.etag == f'"{hashlib.md5(data).hexdigest()}"'
+    if backend.name == "azure":  # an opaque version stamp, quoted; a rewrite of the same bytes gets a new one
+        assert re.fullmatch(r'"0x[0-9A-F]+"', facts.etag), facts.etag
+        run(backend.store.put_bytes(key, data))
+        assert run(backend.store.head(key)).etag != facts.etag
 
 
-def test_large_put_stream_is_multipart_and_whole(backend: Backend) -> None:
+def test_large_put_stream_is_multipart_and_whole(request, backend: Backend) -> None:
+    azure_gap(request, backend, AZURE_METADATA_NAMES, StoreError)
     store, key = backend.store, backend.key("large/big.bin")
     data = payload(backend.large_size, "large")
     checksum = "1220" + hashlib.sha256(data).hexdigest()
@@ -218,6 +246,15 @@ def test_large_put_stream_is_multipart_and_whole(backend: Backend) -> None:
         assert headers.get("x-static-large-object") == "True"
         segments = conn.get_container(f"{backend.extra['container']}_segments")[1]
         assert len(segments) == 5  # 2.3 MiB in 0.5 MiB segments
+    if backend.name == "azure":
+        assert listed[key].size == facts.size and _committed_blocks(backend, key) == 4  # 3.5 MiB in 1 MiB blocks
+
+
+def _committed_blocks(backend: Backend, key: str) -> int:
+    """How many blocks an Azure block blob was committed from (Azure's own account, via its SDK)."""
+    committed, uncommitted = backend.extra["container"].get_blob_client(key).get_block_list("all")
+    assert not uncommitted
+    return len(committed)
 
 
 def test_failed_stream_leaves_nothing(backend: Backend) -> None:
@@ -387,6 +424,43 @@ def test_missing_credentials_are_config_errors() -> None:
             registry.store_for(parse_href(href))
         for name in names:
             assert name in str(info.value), (href, str(info.value))
+
+
+def test_azure_large_put_is_a_committed_block_list(azure_backend: Backend) -> None:
+    """The multipart half of the large-put case, without the checksum metadata Azure refuses for now."""
+    store, key = azure_backend.store, azure_backend.key("blocks/big.bin")
+    data = payload(azure_backend.large_size, "blocks")
+
+    async def main():
+        etag = await store.put_stream(key, chunked(data, MiB), chunk_size=MiB, max_concurrency=2,
+                                      content_type="image/tiff")
+        facts = await store.head(key)
+        assert facts.size == len(data) and same_etag(etag, facts.etag)
+        assert b"".join([c async for c in store.stream(key, MiB)]) == data
+        assert await store.get_range(key, MiB - 3, MiB + 3) == data[MiB - 3:MiB + 3]  # across a block boundary
+
+    run(main())
+    assert _committed_blocks(azure_backend, key) == 4
+    properties = azure_backend.extra["container"].get_blob_client(key).get_blob_properties()
+    assert properties.content_settings.content_type == "image/tiff"
+
+
+@pytest.mark.xfail(reason=AZURE_LISTED_ETAG, raises=AssertionError, strict=True)
+def test_azure_listing_gives_heads_etag(azure_backend: Backend) -> None:
+    """What S3, Swift and WebDAV already do (test_list_paginates_and_recurses): a listing's ETag is HEAD's."""
+    store, key = azure_backend.store, azure_backend.key("etag/x.bin")
+    run(store.put_bytes(key, b"x"))
+    listed = {o.key: o.facts for o in run(collect(store, azure_backend.key("etag")))}
+    assert listed[key].etag == run(store.head(key)).etag
+
+
+def test_azure_profile_needs_its_account(azure_container) -> None:
+    """A Planetary Computer profile with neither endpoint nor account name cannot ask for a token: say so."""
+    registry = StoreRegistry([StorageProfile(name="pc-no-account", url=f"az://{azure_container}",
+                                             credential_provider="planetary_computer")])
+    with pytest.raises(ConfigError) as info:
+        registry.store_for(parse_href(f"az://{azure_container}/k"))
+    assert "pc-no-account" in str(info.value) and "account" in str(info.value)
 
 
 def test_swift_and_webdav_stores_are_cached(swift_server, webdav_server) -> None:
