@@ -298,7 +298,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
                                     max_retries=settings.stac_api.max_retries,
                                     default_search=_search_spec(settings.search)),
         "package": PackageResource(**package_kwargs),
-        "storage": StorageResource(profiles=[StorageProfileConfig(**_env_refs(p))
+        "storage": StorageResource(profiles=[StorageProfileConfig.from_settings(_env_refs(p))
                                              for p in settings.storage.profiles],
                                    keystore=_keystore(settings.keystore)),
         "rewrite": RewriteResource(rules=[RewriteRuleConfig(**r) for r in settings.rewrite.rules],

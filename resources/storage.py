@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from difflib import get_close_matches
 from functools import cached_property
+from typing import Any
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import AliasChoices, Field, PrivateAttr
 
+from packager.errors import ConfigError
 from packager.keystore import Keystore
 from packager.profiles import StorageProfile
 from packager.rewrite import BucketOverride, RewriteRule, RewriteRules
@@ -30,16 +33,28 @@ class StorageProfileConfig(dg.Config):
     server_side_encryption: str | None = None
     allow_http: bool | None = None
     timeout: str = "120s"
+    connect_timeout: str = "10s"
     max_retries: int = 6
+    retry_timeout_seconds: float = 120.0
     concurrency: int | None = None
     options: dict[str, str] = Field(default_factory=dict)
-    # OpenStack Swift: auth_url + user + key (TempAuth / v1.0), or storage_url + token
+    secret_options: dict[str, str] = Field(default_factory=dict)
+    # OpenStack Swift: auth_url + user + key (TempAuth / v1.0), storage_url + token, or Keystone v3
     auth_url: str | None = None
     user: str | None = None
     key: str | None = None
     storage_url: str | None = None
     token: str | None = None
     segment_size_mib: float | None = None
+    auth_version: str | None = None
+    project_name: str | None = None
+    project_id: str | None = None
+    user_domain_name: str | None = None
+    user_domain_id: str | None = None
+    project_domain_name: str | None = None
+    project_domain_id: str | None = None
+    region_name: str | None = None
+    interface: str | None = None
     # WebDAV basic auth
     username: str | None = None
     password: str | None = None
@@ -48,6 +63,25 @@ class StorageProfileConfig(dg.Config):
     # refreshing credentials: an AWS credential_process command, or 'planetary_computer' / 'earthdata'
     credential_process: str | None = None
     credential_provider: str | None = None
+    credentials_url: str | None = None
+
+    @classmethod
+    def from_settings(cls, entry: dict[str, Any]) -> StorageProfileConfig:
+        """A profile from the settings file, spelled as the engine's :class:`StorageProfile` (aliases such
+        as ``endpoint_type`` included). An unknown key is refused, naming it and the nearest known ones:
+        a Dagster ``Config`` built in Python would otherwise drop it without a word."""
+        known = dict.fromkeys(StorageProfile.model_fields)
+        aliases = {choice: name for name, field in StorageProfile.model_fields.items()
+                   if isinstance(field.validation_alias, AliasChoices)
+                   for choice in field.validation_alias.choices if isinstance(choice, str)}
+        unknown = [key for key in entry if key not in known and key not in aliases]
+        if unknown:
+            hints = "; ".join(f"{key!r}" + (f" (did you mean {', '.join(map(repr, near))}?)"
+                                            if (near := get_close_matches(key, known, n=2)) else "")
+                              for key in unknown)
+            raise ConfigError(f"storage profile {entry.get('name', '(unnamed)')!r}: unknown setting {hints}; "
+                              f"the settings a profile takes: {', '.join(known)}")
+        return cls(**{aliases.get(key, key): value for key, value in entry.items()})
 
     def to_engine(self) -> StorageProfile:
         return StorageProfile(**self.model_dump())
