@@ -10,6 +10,7 @@ lock, log or error can leak them: stacpkg keeps them in ``store_container`` (its
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -52,6 +53,8 @@ _KEY_SAFE = "/:@!$&'()*+,;=~"
 #: schemes whose ``x@host`` is not a credential (Azure's ``container@account``); elsewhere userinfo is dropped
 _AT_IS_NOT_USERINFO = frozenset(("az", "abfs", "abfss", "azure", "adl"))
 SUPPORTED_KINDS = ("file", "s3", "gs", "az", "http", "https", "swift", "webdav+http", "webdav+https")
+#: a path that ``quote`` leaves as it is (its always-safe characters and '/'): most keys, checked in ~0.2 µs
+_UNQUOTED_PATH = re.compile(r"[A-Za-z0-9_.~/-]*").fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +74,8 @@ class Location:
 
     def href(self) -> str:
         """The href this location stands for, with no signing query string and no credential."""
-        if self.kind == "file":
-            return "file://" + quote(self.key)
+        if self.kind == "file":  # validation builds one per row: skip quote() when it would change nothing
+            return "file://" + (self.key if _UNQUOTED_PATH(self.key) else quote(self.key))
         if self.kind in ("http", "https"):
             if not self.key:
                 return str(self.container)
@@ -140,7 +143,9 @@ def strip_signature(href: str) -> CleanHref:
 
 def safe_href(href: str) -> str:
     """``href`` as it may be shown in a log or an error: signing parameters removed."""
-    return strip_signature(href).href if isinstance(href, str) else repr(href)
+    if not isinstance(href, str):
+        return repr(href)
+    return href if "?" not in href and "@" not in href else strip_signature(href).href
 
 
 def strip_item_signatures(item: dict) -> int:
@@ -262,6 +267,10 @@ def resolve_relative(base: str, href: str) -> str:
 
 
 def _normalise_path(path: str) -> str:
+    # the common case, ~10x cheaper than normpath (once per lock row on reading): absolute, no empty
+    # segment, no segment starting with '.' (so no '.' or '..'), no trailing '/': normpath keeps it as is
+    if path[:1] == "/" and path[-1:] != "/" and "//" not in path and "/." not in path:
+        return path
     norm = posixpath.normpath(path)
     return "/" + norm.lstrip("/") if norm != "/" else "/"
 
@@ -272,7 +281,7 @@ def location_from_lock_fields(
     """Rebuild a location from the four lock columns (ours or stacpkg's)."""
     if not store_type:
         raise HrefError("lock row has no store_type")
-    kind = SCHEME_ALIASES.get(store_type.lower(), store_type.lower())
+    kind = "file" if store_type == "file" else SCHEME_ALIASES.get(store_type.lower(), store_type.lower())
     if kind == "file":
         if not key:
             raise HrefError("lock row of store_type 'file' has no key")

@@ -136,6 +136,8 @@ class ParquetTableWriter:
         self.schema = schema
         self.rows = 0
         self._buffer: list[dict] = []
+        self._batches: list[pa.RecordBatch] = []
+        self._batched_rows = 0
         self._stack = ExitStack()
         self._writer: pq.ParquetWriter | None = None
 
@@ -145,11 +147,32 @@ class ParquetTableWriter:
         return self
 
     def write(self, record: dict) -> None:
+        self._flush_batches()  # rows stay in the order they were given, whichever way
         self._buffer.append(record)
         if len(self._buffer) >= WRITE_BATCH_ROWS:
-            self._flush()
+            self._flush_records()
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        """Rows already in columns (of ``schema``): no dict per row, and no ``pa.array`` over Python
+        lists, which imports pandas into the process (~0.4 s, ~45 MiB) when it is installed."""
+        self._flush_records()
+        self._batches.append(batch)
+        self._batched_rows += batch.num_rows
+        if self._batched_rows >= WRITE_BATCH_ROWS:
+            self._flush_batches()
+
+    def _flush_batches(self) -> None:
+        if self._batches and self._writer is not None:
+            self._writer.write_table(pa.Table.from_batches(self._batches, schema=self.schema))
+            self.rows += self._batched_rows
+            self._batches.clear()
+            self._batched_rows = 0
 
     def _flush(self) -> None:
+        self._flush_batches()
+        self._flush_records()
+
+    def _flush_records(self) -> None:
         if self._buffer and self._writer is not None:
             self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
             self.rows += len(self._buffer)
@@ -239,13 +262,9 @@ def open_lock(path: Path) -> pq.ParquetFile:
     return parquet
 
 
-def iter_lock(path: Path, batch_size: int = WRITE_BATCH_ROWS) -> Iterator[LockRow]:
-    """Stream the rows of a lock, batch by batch, never the whole table at once.
-
-    A damaged lock (a data page that does not decode, a row without item id, an unknown store type)
-    raises :class:`LockSchemaError` naming the file and the row, before that row is used.
-    """
-    parquet = open_lock(path)
+def _read_batches(parquet: pq.ParquetFile, path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The lock's record batches, every column (a damaged page anywhere is found, whoever reads); a data
+    page that does not decode raises :class:`LockSchemaError`."""
     # one decoder thread: rows are consumed one by one anyway, and arrow's pool threads each keep a heap
     # (100,000-row validation: 7 MiB less peak RSS, same time)
     batches = parquet.iter_batches(batch_size=batch_size, use_threads=False)
@@ -258,19 +277,41 @@ def iter_lock(path: Path, batch_size: int = WRITE_BATCH_ROWS) -> Iterator[LockRo
         except (pa.ArrowException, OSError) as exc:
             raise LockSchemaError(f"{path} is damaged after row {number} ({exc}): not a complete parquet file; "
                                   f"{LOCK_FIX}") from None
+        number += batch.num_rows
+        yield batch
+
+
+def _bad_row(path: Path, number: int, names: tuple, exc: Exception) -> LockSchemaError:
+    """The error for a lock row that cannot be used: file, row number, ``collection/item/asset``, cause."""
+    collection, item_id, asset_key = names
+    return LockSchemaError(f"{path}: row {number} ({collection or '-'}/{item_id}/{asset_key}): {exc}; {LOCK_FIX}")
+
+
+def iter_lock(path: Path, batch_size: int = WRITE_BATCH_ROWS) -> Iterator[LockRow]:
+    """Stream the rows of a lock, batch by batch, never the whole table at once.
+
+    A damaged lock (a data page that does not decode, a row without item id, an unknown store type)
+    raises :class:`LockSchemaError` naming the file and the row, before that row is used.
+    """
+    number = 0
+    for batch in _read_batches(open_lock(path), path, batch_size):
         for record in batch.to_pylist():
             number += 1
             try:
                 yield lock_row_from_record(record)
             except (HrefError, LockSchemaError) as exc:
-                label = f"{record.get('collection') or '-'}/{record.get('item_id')}/{record.get('asset_key')}"
-                raise LockSchemaError(f"{path}: row {number} ({label}): {exc}; {LOCK_FIX}") from None
+                names = (record.get("collection"), record.get("item_id"), record.get("asset_key"))
+                raise _bad_row(path, number, names, exc) from None
+
+
+def _require_name(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise LockSchemaError(f"{name} is {value!r}; every lock row needs one")
 
 
 def lock_row_from_record(record: dict) -> LockRow:
-    for name in ("item_id", "asset_key"):
-        if not isinstance(record.get(name), str) or not record[name]:
-            raise LockSchemaError(f"{name} is {record.get(name)!r}; every lock row needs one")
+    _require_name("item_id", record.get("item_id"))
+    _require_name("asset_key", record.get("asset_key"))
     location = location_from_lock_fields(record.get("store_type"), record.get("store_container"),
                                          record.get("key"), record.get("store_endpoint_url"))
     return LockRow(
@@ -279,6 +320,76 @@ def lock_row_from_record(record: dict) -> LockRow:
         size=record.get("size_bytes"), etag=record.get("etag"), last_modified=record.get("last_modified"),
         checksum=record.get("checksum"),
     )
+
+
+# -- reading a lock as columns ------------------------------------------------------------------
+#: the columns every row needs to be located (and checked) at all
+LOCATION_COLUMNS = ("collection", "item_id", "asset_key", "store_type", "store_container", "key",
+                    "store_endpoint_url")
+
+
+@dataclass(slots=True)
+class LockBatch:
+    """Consecutive lock rows kept as arrow columns, each row's location parsed and checked.
+
+    What a job that looks at every row but needs few of its fields reads instead of :class:`LockRow`
+    objects: building one frozen dataclass per row cost more than validating the row (~12 µs of a
+    quick validation's ~70 µs per row). ``columns`` holds the requested :data:`LOCK_SCHEMA` columns in
+    its types (``large_string`` and ``int32`` cast; a column the lock lacks, such as ``collection`` in
+    a stacpkg lock, all null).
+    """
+
+    first_row: int
+    """1-based number of the batch's first row in the lock, as errors count rows."""
+    columns: dict[str, pa.Array]
+    locations: list[Location]
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+
+def iter_lock_batches(path: Path, batch_size: int = WRITE_BATCH_ROWS,
+                      columns: Iterable[str] = ()) -> Iterator[LockBatch]:
+    """Stream a lock in :class:`LockBatch` chunks of ``batch_size`` rows: ``columns`` plus the location ones.
+
+    The same checks as :func:`iter_lock`, with the same errors: a damaged lock or a row without item id
+    or with an unknown store type raises :class:`LockSchemaError` naming the file and the row, before
+    any row of its batch is used. The file is decoded in :func:`iter_lock`'s batches, so a damaged one
+    fails after the same row.
+    """
+    wanted = list(dict.fromkeys((*LOCATION_COLUMNS, *columns)))
+    first_row = 1
+    for decoded in _read_batches(open_lock(path), path, WRITE_BATCH_ROWS):
+        for offset in range(0, decoded.num_rows, batch_size):
+            batch = decoded.slice(offset, batch_size)
+            arrays = {name: _lock_column(batch, name) for name in wanted}
+            yield LockBatch(first_row, arrays, _batch_locations(path, first_row, arrays))
+            first_row += batch.num_rows
+
+
+def _lock_column(batch: pa.RecordBatch, name: str) -> pa.Array:
+    """Column ``name`` of ``batch`` in :data:`LOCK_SCHEMA`'s type; all null when the lock has no such column."""
+    wanted = LOCK_SCHEMA.field(name).type
+    if name not in batch.schema.names:
+        return pa.nulls(batch.num_rows, wanted)
+    array = batch.column(name)
+    return array if array.type.equals(wanted) else array.cast(wanted)
+
+
+def _batch_locations(path: Path, first_row: int, arrays: dict[str, pa.Array]) -> list[Location]:
+    """Every row's location; the first row without item id / asset key, or not locatable, raises."""
+    values = [arrays[name].to_pylist() for name in LOCATION_COLUMNS]
+    locations = []
+    rows = zip(*values, strict=True)
+    for number, (collection, item_id, asset_key, kind, container, key, endpoint) in enumerate(rows, first_row):
+        try:
+            if not (item_id and asset_key):  # None or "" (string columns): say which one
+                _require_name("item_id", item_id)
+                _require_name("asset_key", asset_key)
+            locations.append(location_from_lock_fields(kind, container, key, endpoint))
+        except (HrefError, LockSchemaError) as exc:
+            raise _bad_row(path, number, (collection, item_id, asset_key), exc) from None
+    return locations
 
 
 def count_rows(path: Path) -> int:

@@ -9,7 +9,7 @@ from obstore.store import LocalStore
 
 from packager.errors import ObjectNotFound
 from packager.locations import parse_href
-from packager.stores import StoreRegistry
+from packager.stores import StoreRegistry, local_facts
 from packager.stores.local_facts import plain_key, stat_facts
 from packager.stores.obstore_backend import _facts
 
@@ -65,3 +65,33 @@ def test_remote_stores_have_no_batch_head() -> None:
     store = StoreRegistry([]).store_for(parse_href("https://example.com/a.tif"))
     assert asyncio.run(store.head_many(["a.tif"])) is None
 
+
+
+def test_slow_filesystems_are_stat_ed_in_threads_with_the_same_results(tmp_path: Path, monkeypatch) -> None:
+    """Fast stats (the kernel's caches) run in the loop's thread; once a slice is slow the rest go to
+    worker threads. Either way: the same facts and errors, in order."""
+    paths = [str(p) for p in _files(tmp_path)] * 300 + [str(tmp_path / "missing.bin"), str(tmp_path / "sub dir")]
+    translate = lambda exc, path: ObjectNotFound(f"{path}: {exc}", href=path)  # noqa: E731
+    threads: list[int] = []
+    real_threaded = local_facts._stat_threaded
+
+    async def counting(batch):
+        threads.append(len(batch))
+        return await real_threaded(batch)
+
+    monkeypatch.setattr(local_facts, "_stat_threaded", counting)
+    inline = asyncio.run(local_facts.stat_many(paths, translate))
+    assert threads == []
+    monkeypatch.setattr(local_facts, "SLOW_STAT_SECONDS", -1.0)  # every stat counts as slow
+    threaded = asyncio.run(local_facts.stat_many(paths, translate))
+    assert threads == [len(paths) - local_facts.INLINE_SLICE // 4]
+    assert [f for f in threaded if not isinstance(f, BaseException)] == [
+        f for f in inline if not isinstance(f, BaseException)] == [stat_facts(p) for p in paths[:-2]]
+    assert [str(f) for f in threaded[-2:]] == [str(f) for f in inline[-2:]] and "missing.bin" in str(inline[-2])
+
+
+def test_plain_keys() -> None:
+    for key in ("a", "/abs/b.tif", "a/.b/c", "a/b..", "..a/b", "a/.../b", "a/b/"):
+        assert plain_key(key), key
+    for key in ("", "a//b", ".", "..", "a/.", "a/..", "./a", "../a", "a/./b", "a/../b", "//a"):
+        assert not plain_key(key), key

@@ -19,6 +19,7 @@ from packager.lock import (
     build_lock,
     count_rows,
     iter_lock,
+    iter_lock_batches,
     open_lock,
     write_failures,
 )
@@ -240,3 +241,49 @@ def test_our_lock_round_trips(tmp_path):
         for r in rows:
             writer.write(r.as_record())
     assert list(iter_lock(tmp_path / "again.parquet")) == rows
+
+
+# -- reading as columns (quick validation) --------------------------------------------------------------
+def _lock_with_keys(tmp_path, keys: list[str], store_types: list[str] | None = None):
+    n = len(keys)
+    table = pa.table({"item_id": [f"i{k}" for k in range(n)], "asset_key": ["a"] * n,
+                      "store_type": store_types or ["file"] * n, "store_container": [None] * n,
+                      "store_endpoint_url": [None] * n, "key": keys, "size_bytes": list(range(n)),
+                      "etag": [None] * n, "last_modified": [None] * n})
+    pq.write_table(table, tmp_path / "cols.parquet")
+    return tmp_path / "cols.parquet"
+
+
+def test_lock_batches_locate_rows_as_iter_lock(tmp_path):
+    keys = ["/a/b.tif", "/a/./b//c.tif", "rel/x.tif", "/a/../b/", "/x/.../y", "/sp ace/%41?#.tif", "/.hidden/."]
+    path = _lock_with_keys(tmp_path, keys * 700)  # 4,900 rows: batches of 2,048 cut parquet's 8,192
+    batches = list(iter_lock_batches(path, 2048, ("size_bytes", "checksum", "collection")))
+    assert [(b.first_row, len(b)) for b in batches] == [(1, 2048), (2049, 2048), (4097, 804)]
+    rows = list(iter_lock(path))
+    assert [loc for b in batches for loc in b.locations] == [r.location for r in rows]
+    assert [loc.href() for b in batches for loc in b.locations] == [r.href for r in rows]
+    assert batches[1].columns["size_bytes"].to_pylist() == [r.size for r in rows[2048:4096]]
+    assert batches[0].columns["checksum"].null_count == 2048 and batches[0].columns["collection"].type == pa.string()
+
+
+def test_lock_batches_name_the_bad_row_as_iter_lock(tmp_path):
+    types = ["file"] * 3000
+    types[2500] = "gopher"
+    path = _lock_with_keys(tmp_path, ["/a"] * 3000, types)
+    with pytest.raises(LockSchemaError) as by_rows:
+        list(iter_lock(path))
+    with pytest.raises(LockSchemaError) as by_batches:
+        list(iter_lock_batches(path, 2048))
+    assert str(by_batches.value) == str(by_rows.value)
+    assert "row 2501 (-/i2500/a): lock row has the unsupported store_type 'gopher'" in str(by_rows.value)
+
+
+def test_writer_keeps_rows_in_order_whichever_way_they_come(tmp_path):
+    schema = pa.schema([("n", pa.int64())])
+    with ParquetTableWriter(tmp_path / "mixed.parquet", schema) as writer:
+        writer.write({"n": 0})
+        writer.write_batch(pa.record_batch([pa.array([1, 2])], schema=schema))
+        writer.write({"n": 3})
+        writer.write_batch(pa.record_batch([pa.array(list(range(4, 9000)))], schema=schema))
+        writer.write_batch(pa.record_batch([pa.array([9000])], schema=schema))
+    assert pq.read_table(tmp_path / "mixed.parquet")["n"].to_pylist() == list(range(9001)) and writer.rows == 9001
