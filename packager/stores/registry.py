@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from obstore.store import AzureStore, GCSStore, HTTPStore, LocalStore, S3Store
 
 from packager.credentials import provider_for
 from packager.errors import ConfigError
-from packager.keystore import KINDS, Keystore, KeystoreError
 from packager.locations import Location, parse_href
 from packager.profiles import StorageProfile, pick_profile
 from packager.rewrite import RewriteRules
 from packager.stores.base import Store
 from packager.stores.guarded import GuardedStore
 from packager.stores.obstore_backend import ObstoreStore
+
+if TYPE_CHECKING:  # the keystore (and cryptography) is imported only when a profile names a key
+    from packager.keystore import Keystore
 
 #: builds a Store for kinds obstore does not serve (swift, webdav): (location, profile) -> Store
 BackendFactory = Callable[[Location, StorageProfile | None], Store]
@@ -96,6 +98,8 @@ class StoreRegistry:
             return
         creds = self._key_credentials(profile)
         if capability not in creds.capabilities:
+            from packager.keystore import KeystoreError
+
             raise KeystoreError(
                 f"keystore key {creds.name!r} (storage profile {profile.name!r}) is "
                 f"{'read-only' if capability == 'write' else 'write-only'}: it lacks the {capability!r} capability "
@@ -201,6 +205,8 @@ def _with_key_fields(profile: StorageProfile, keystore: Keystore | None) -> Stor
                           f"sets {', '.join(spec_secrets) or 'secret_options'}: take credentials from one place only")
     if keystore is None:
         return profile  # a registry without keystore (e.g. the one that reads the keystore file) fails on use
+    from packager.keystore import KINDS
+
     entry = keystore.entry(profile.keystore_key)
     kind = parse_href(profile.url).kind if "://" in profile.url else None
     spec = KINDS.get(entry.kind)
