@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -65,9 +66,28 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return text[:limit]
 
 
+_ERROR_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+_ERROR_MESSAGE = re.compile(r"<Message>([^<]{1,300})</Message>")
+
+
+def service_error(exc: BaseException) -> str:
+    """' (Code: Message)' of the XML error body S3 and Azure answer with, or ''.
+
+    obstore puts the body after the first line's "400 Bad Request: <?xml ...?>", so the first line alone
+    loses what the service said (``InvalidMetadata``, ``EntityTooLarge``...). Only the code and message are
+    kept: other elements of some bodies (``StringToSign``, ``CanonicalRequest``) are not for messages.
+    """
+    text = str(exc)
+    code = _ERROR_CODE.search(text)
+    if code is None:
+        return ""
+    message = _ERROR_MESSAGE.search(text)
+    return f" ({code.group(1)}: {message.group(1)})" if message else f" ({code.group(1)})"
+
+
 def translate_error(exc: BaseException, href: str) -> StoreError:
     """One typed error naming the object (without secrets) and what to do."""
-    detail = first_line(exc)
+    detail = first_line(exc) + service_error(exc)
     if isinstance(exc, (FileNotFoundError, NotFoundError)):
         return ObjectNotFound(f"{href}: object not found ({detail})", href=href)
     if isinstance(exc, (PermissionError, PermissionDeniedError, UnauthenticatedError)):
@@ -79,7 +99,7 @@ def translate_error(exc: BaseException, href: str) -> StoreError:
     wrong_region = s3_region.explain(str(exc), href)
     if wrong_region is not None:
         return wrong_region
-    lowered = detail.lower()
+    lowered = first_line(exc).lower()  # classified by the status line, not by the service's prose
     if "403" in lowered or "forbidden" in lowered or "signaturedoesnotmatch" in lowered:
         return AccessDenied(f"{href}: access denied ({detail}); check credentials and region", href=href)
     if "404" in lowered or "not found" in lowered or "nosuchkey" in lowered:

@@ -55,3 +55,15 @@ def test_translate_error_keeps_the_body_that_names_the_region():
 ])
 def test_only_a_bodiless_400_to_a_head_is_probed(text, probe):
     assert needs_body_probe(text, "s3://b/k") is probe
+
+
+def test_other_service_errors_keep_their_code_and_message_but_nothing_else():
+    body = ("Generic Azure error: Error performing PUT http://127.0.0.1:10000/devstoreaccount1/c/k in 3ms - "
+            "Server returned non-2xx status code: 400 Bad Request: <?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+            "<Error><Code>InvalidMetadata</Code><Message>The metadata specified is invalid. It has characters "
+            "that are not permitted.</Message><StringToSign>PUT\n\nsecret-ish</StringToSign></Error>")
+    error = translate_error(Exception(body), "az://c/k")
+    assert str(error).endswith("(InvalidMetadata: The metadata specified is invalid. It has characters that are "
+                               "not permitted.)")
+    assert "StringToSign" not in str(error) and "secret-ish" not in str(error)
+    assert type(error).__name__ == "StoreError"  # "not permitted" in the prose does not make it access denied
