@@ -24,7 +24,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from devservers.keystone import (
     venv_problem,
 )
 from devservers.process import free_port, stop, tail, wait_http
+from tests.fixtures_storage_servers import fresh_container
 
 BIN = os.path.dirname(sys.executable)
 
@@ -185,14 +185,5 @@ def keystone_swift(keystone_server: KeystoneServer, swift_server, tmp_path_facto
 @pytest.fixture
 def keystone_container(keystone_swift: KeystoneSwift) -> Iterator[str]:
     """A fresh container (and its segment container) in the Keystone project's account, deleted afterwards."""
-    name = f"ks-{uuid.uuid4().hex[:12]}"
-    conn = keystone_swift.connection()
-    conn.put_container(name)
-    yield name
-    for container in (name, f"{name}_segments"):
-        try:
-            for obj in conn.get_container(container, full_listing=True)[1]:
-                conn.delete_object(container, obj["name"])
-            conn.delete_container(container)
-        except Exception:  # noqa: S110 - a segment container may never have been made
-            pass
+    with fresh_container(keystone_swift.connection(), prefix="ks") as name:
+        yield name

@@ -15,6 +15,7 @@ subprocess: importing swift's modules pulls eventlet into the test process, whic
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import subprocess
@@ -202,17 +203,26 @@ def webdav_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDavSe
         yield server
 
 
+@contextlib.contextmanager
+def fresh_container(conn, prefix: str = "c") -> Iterator[str]:
+    """A new container on the swiftclient connection ``conn``; it and its segment container (made by
+    large uploads) are emptied and deleted afterwards."""
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    conn.put_container(name)
+    try:
+        yield name
+    finally:
+        for container in (name, f"{name}_segments"):
+            try:
+                for obj in conn.get_container(container, full_listing=True)[1]:
+                    conn.delete_object(container, obj["name"])
+                conn.delete_container(container)
+            except Exception:  # noqa: S110 - a segment container may never have been made
+                pass
+
+
 @pytest.fixture
 def swift_container(swift_server: SwiftServer) -> Iterator[str]:
     """A fresh container (and its segment container), emptied and deleted afterwards."""
-    name = f"c-{uuid.uuid4().hex[:12]}"
-    conn = swift_server.connection()
-    conn.put_container(name)
-    yield name
-    for container in (name, f"{name}_segments"):
-        try:
-            for obj in conn.get_container(container, full_listing=True)[1]:
-                conn.delete_object(container, obj["name"])
-            conn.delete_container(container)
-        except Exception:  # noqa: S110 - a segment container may never have been made
-            pass
+    with fresh_container(swift_server.connection()) as name:
+        yield name

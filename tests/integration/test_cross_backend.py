@@ -73,10 +73,8 @@ class World:
 
 
 @pytest.fixture
-def world(s3_endpoint, s3_bucket, swift_server, webdav_server, tmp_path) -> Iterator[World]:
-    container = f"x-{uuid.uuid4().hex[:12]}"
-    conn = swift_server.connection()
-    conn.put_container(container)
+def world(s3_endpoint, s3_bucket, swift_server, swift_container, webdav_server, tmp_path) -> Iterator[World]:
+    container = swift_container
     profiles = [
         StorageProfile(name="s3", url=f"s3://{s3_bucket}", endpoint=s3_endpoint.endpoint, region=s3_endpoint.region,
                        access_key_id=s3_endpoint.access_key_id, secret_access_key=s3_endpoint.secret_access_key),
@@ -95,13 +93,6 @@ def world(s3_endpoint, s3_bucket, swift_server, webdav_server, tmp_path) -> Iter
                  "local": parse_href((tmp_path / "local").as_uri()),
                  "http": parse_href(f"{http_origin}/root")}
         yield World(StoreRegistry(profiles), roots, http_root)
-    for name in (container, f"{container}_segments"):
-        try:
-            for obj in conn.get_container(name, full_listing=True)[1]:
-                conn.delete_object(name, obj["name"])
-            conn.delete_container(name)
-        except Exception:  # noqa: S110 - the segment container may never have been made
-            pass
 
 
 def _seed_sources(world: World, kind: str, tag: str) -> tuple[list[dict], dict[str, bytes]]:
