@@ -27,16 +27,6 @@ from devservers.azurite import AzuriteServer, azurite, azurite_executable
 from devservers.process import DevServerError
 from packager.profiles import StorageProfile
 
-#: What Azure does that the engine does not handle yet, each naming the change it needs in
-#: packager/stores/obstore_backend.py; the test cases that depend on it are xfail(strict) until it is made.
-AZURE_METADATA_NAMES = (
-    "obstore_backend.py: Azure metadata names must be C# identifiers, so put_stream's 'file-checksum' (x-ms-meta-"
-    "file-checksum) is refused with 400 InvalidMetadata; ObstoreStore should write it as 'file_checksum' on az:// "
-    "stores and map it back in read_metadata")
-AZURE_LISTED_ETAG = (
-    "obstore_backend.py: obstore lists Azure ETags unquoted (0x8D...) but HEADs/GETs them quoted (\"0x8D...\"); "
-    "_facts should give listings HEAD's quoted form on az:// stores, so a listing and a lock (HEAD) agree")
-
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")

@@ -139,8 +139,11 @@ async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator
         yield chunk
 
 
-def _facts(meta: Any, *, local: bool = False) -> ObjectFacts:
+def _facts(meta: Any, *, local: bool = False, quote_etag: bool = False) -> ObjectFacts:
     etag = meta.get("e_tag")
+    if quote_etag and etag and not etag.startswith(('"', 'W/"')):
+        # Azure's listing gives the ETag bare where its HEAD (and so every lock) has it quoted
+        etag = f'"{etag}"'
     if local and etag:
         # obstore >= 0.10 quotes the synthetic ETag of local files; stacpkg 0.1.4 (obstore 0.9.5) does not,
         # and both compare ETags exactly. Locks keep the unquoted form so either tool validates the other's.
@@ -159,6 +162,8 @@ class ObstoreStore:
         self.describe = describe
         self._href_prefix = href_prefix.rstrip("/")
         self._local_root = local_root
+        #: Azure metadata names must be C# identifiers: 'file-checksum' is stored as 'file_checksum'
+        self._azure = href_prefix.startswith(("az://", "abfs://"))
         self.keeps_metadata = local_root is None and not href_prefix.startswith("http")
 
     def _href(self, key: str) -> str:
@@ -224,7 +229,7 @@ class ObstoreStore:
         if content_type and self._local_root is None:
             attributes["Content-Type"] = content_type
         if metadata and self.keeps_metadata:
-            attributes.update(metadata)
+            attributes.update({self._metadata_name(name): value for name, value in metadata.items()})
         try:
             # An object that fits in one part goes up as one PUT: a multipart upload would take three
             # requests (create, part, complete) and give a "-1" ETag instead of the content's MD5.
@@ -263,9 +268,14 @@ class ObstoreStore:
             return {}
         try:
             result = await obstore.get_async(self._store, key, options={"head": True})
-            return {k: v for k, v in dict(result.attributes).items() if isinstance(v, str)}
+            stored = {self._metadata_name(CHECKSUM_METADATA): CHECKSUM_METADATA}
+            return {stored.get(k, k): v for k, v in dict(result.attributes).items() if isinstance(v, str)}
         except Exception as exc:
             raise translate_error(exc, self._href(key)) from None
+
+    def _metadata_name(self, name: str) -> str:
+        """The name user metadata ``name`` is stored under in this store."""
+        return name.replace("-", "_") if self._azure else name
 
     async def set_checksum(self, key: str, checksum: str) -> None:
         """Local files keep the checksum in an extended attribute, so a re-run need not re-read them."""
@@ -278,7 +288,8 @@ class ObstoreStore:
         try:
             async for batch in obstore.list(self._store, prefix=prefix or None, chunk_size=1000):
                 for meta in batch:
-                    yield ListedObject(meta["path"], _facts(meta, local=self._local_root is not None))
+                    yield ListedObject(meta["path"], _facts(meta, local=self._local_root is not None,
+                                                            quote_etag=self._azure))
         except Exception as exc:
             raise translate_error(exc, self._href(prefix)) from None
 

@@ -23,7 +23,6 @@ from packager.profiles import StorageProfile
 from packager.relocate import RelocationSettings, RelocationSummary, relocate
 from packager.stores import StoreRegistry
 from packager.validate import validate
-from tests.fixtures_azure import AZURE_METADATA_NAMES
 
 pytestmark = pytest.mark.integration
 
@@ -163,7 +162,6 @@ def test_relocate_s3_to_azure_to_local(world: World, tmp_path: Path) -> None:
     _deep_valid(world, tmp_path / "local.parquet", tmp_path)
 
 
-@pytest.mark.xfail(reason=AZURE_METADATA_NAMES, raises=AssertionError, strict=True)
 def test_relocate_checksummed_lock_into_azure(world: World, tmp_path: Path) -> None:
     """The usual chain locks with checksums, and the relocation keeps each checksum as object metadata."""
     items, expected = _seed_s3(world)

@@ -23,14 +23,13 @@ from typing import Any
 import httpx
 import pytest
 
-from packager.errors import AccessDenied, ConfigError, ObjectNotFound, StoreError
+from packager.errors import AccessDenied, ConfigError, ObjectNotFound
 from packager.locations import Location, parse_href
 from packager.profiles import StorageProfile
 from packager.stores import Store, StoreRegistry
 from packager.stores.obstore_backend import CHECKSUM_METADATA
 from packager.stores.swift import SwiftStore
 from packager.stores.webdav import TEMP_PREFIX, WebDavStore
-from tests.fixtures_azure import AZURE_LISTED_ETAG, AZURE_METADATA_NAMES
 
 pytestmark = pytest.mark.integration
 
@@ -156,13 +155,6 @@ def azure_backend(azure_container, azure_profile, azure_blob_service) -> Backend
                    extra={"container": azure_blob_service.get_container_client(azure_container)})
 
 
-def azure_gap(request: pytest.FixtureRequest, backend: Backend, reason: str, raises: type[Exception]) -> None:
-    """Mark this contract case xfail (strict) on Azure: it fails there, with ``raises``, until ``reason``'s change
-    (in a module this suite does not own) is made."""
-    if backend.name == "azure":
-        request.applymarker(pytest.mark.xfail(reason=reason, raises=raises, strict=True))
-
-
 @pytest.fixture
 def local_backend(tmp_path) -> Backend:
     base = parse_href((tmp_path / "contract").as_uri())
@@ -211,8 +203,7 @@ def test_put_head_ranges_stream(backend: Backend) -> None:
         assert run(backend.store.head(key)).etag != facts.etag
 
 
-def test_large_put_stream_is_multipart_and_whole(request, backend: Backend) -> None:
-    azure_gap(request, backend, AZURE_METADATA_NAMES, StoreError)
+def test_large_put_stream_is_multipart_and_whole(backend: Backend) -> None:
     store, key = backend.store, backend.key("large/big.bin")
     data = payload(backend.large_size, "large")
     checksum = "1220" + hashlib.sha256(data).hexdigest()
@@ -445,7 +436,6 @@ def test_azure_large_put_is_a_committed_block_list(azure_backend: Backend) -> No
     assert properties.content_settings.content_type == "image/tiff"
 
 
-@pytest.mark.xfail(reason=AZURE_LISTED_ETAG, raises=AssertionError, strict=True)
 def test_azure_listing_gives_heads_etag(azure_backend: Backend) -> None:
     """What S3, Swift and WebDAV already do (test_list_paginates_and_recurses): a listing's ETag is HEAD's."""
     store, key = azure_backend.store, azure_backend.key("etag/x.bin")
