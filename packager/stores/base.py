@@ -55,11 +55,25 @@ class ListedObject:
     facts: ObjectFacts
 
 
+@dataclass(frozen=True, slots=True)
+class OpenedObject:
+    """An object's facts and its bytes, as one read observed them (see :func:`open_read`)."""
+
+    facts: ObjectFacts
+    #: the object's bytes in chunks of at least the requested size (but the last); read once
+    chunks: AsyncIterator[bytes]
+
+
 @runtime_checkable
 class Store(Protocol):
     """An object store bound to one bucket/container (or host, or the local filesystem).
 
     Keys are relative to that binding. ``describe`` names the store in messages, without secrets.
+
+    Optional, not part of this protocol (so every backend above still is a ``Store``), found by
+    ``getattr``: ``open_read(key, chunk_size) -> OpenedObject``, an object's facts and its bytes from one
+    request; callers go through :func:`open_read`, which falls back to :meth:`head` + :meth:`stream`.
+    ``head_many`` (see :class:`~packager.stores.obstore_backend.ObstoreStore`) is optional the same way.
     """
 
     describe: str
@@ -102,3 +116,18 @@ class Store(Protocol):
     async def delete(self, key: str) -> None: ...
 
     async def copy(self, source_key: str, dest_key: str) -> None: ...
+
+
+async def open_read(store: Store, key: str, chunk_size: int) -> OpenedObject:
+    """The facts of ``key`` and a stream of its bytes: from one GET where the store offers ``open_read``.
+
+    A GET's response carries the object's size, ETag and Last-Modified, so a HEAD before it is a second
+    round trip for the same facts (for 1 MiB objects, a quarter of a copy's requests). Stores without it
+    (Swift, WebDAV) HEAD and then stream, as before. Raises the store's typed errors (``ObjectNotFound``
+    ...) before any byte is read; an unread stream may simply be dropped.
+    """
+    opener = getattr(store, "open_read", None)
+    if opener is not None:
+        return await opener(key, chunk_size)
+    facts = await store.head(key)
+    return OpenedObject(facts, store.stream(key, chunk_size))

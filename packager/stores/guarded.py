@@ -1,6 +1,6 @@
 """A store opened with a keystore key: operations the key's capabilities do not allow are refused.
 
-Reads (head, get, stream, list, metadata) need ``read``; writes (put, delete, copy, set_checksum) need
+Reads (head, get, stream, open_read, list, metadata) need ``read``; writes (put, delete, copy, set_checksum) need
 ``write``. A refusal is an :class:`~packager.errors.AccessDenied` naming the key, raised before any
 request is sent.
 """
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from packager.errors import AccessDenied
-from packager.stores.base import ListedObject, ObjectFacts, Store
+from packager.stores.base import ListedObject, ObjectFacts, OpenedObject, Store, open_read
 
 
 class GuardedStore:
@@ -59,6 +59,11 @@ class GuardedStore:
     def stream(self, key: str, chunk_size: int) -> AsyncIterator[bytes]:
         self._need("read", key)
         return self._inner.stream(key, chunk_size)
+
+    async def open_read(self, key: str, chunk_size: int) -> OpenedObject:
+        """Defined here, not left to ``__getattr__``: the capability check must come first."""
+        self._need("read", key)
+        return await open_read(self._inner, key, chunk_size)
 
     async def read_metadata(self, key: str) -> dict[str, str]:
         self._need("read", key)

@@ -27,7 +27,7 @@ from obstore.exceptions import (
 
 from packager.errors import AccessDenied, ObjectNotFound, StoreError, TransientStoreError
 from packager.stores import s3_region
-from packager.stores.base import ListedObject, ObjectFacts, short_read
+from packager.stores.base import ListedObject, ObjectFacts, OpenedObject, short_read
 from packager.stores.local_facts import plain_key, stat_many
 
 #: user-metadata name of the content checksum (sha256 multihash), as STAC's ``file:checksum``
@@ -132,9 +132,20 @@ async def _read_up_to(chunks: AsyncIterator[bytes], limit: int) -> tuple[list[by
     return head, True
 
 
+def _one_body(chunks: list[bytes]) -> bytes | list[bytes]:
+    """The body of a single PUT: the chunks as they are (obstore sends a list as one payload of several
+    buffers, with its length), not joined into a second copy of the object."""
+    if not chunks:
+        return b""
+    return chunks[0] if len(chunks) == 1 else chunks
+
+
 async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in head:
-        yield chunk
+    """``head``'s chunks, then the rest; ``head`` is emptied as it goes, so the caller's list does not keep
+    the first chunks alive (in memory, outside the budget) until the whole upload is done."""
+    head.reverse()
+    while head:
+        yield head.pop()
     async for chunk in rest:
         yield chunk
 
@@ -211,13 +222,31 @@ class ObstoreStore:
             raise translate_error(exc, self._href(key)) from None
 
     async def stream(self, key: str, chunk_size: int) -> AsyncIterator[bytes]:
+        async for chunk in (await self.open_read(key, chunk_size)).chunks:
+            yield chunk
+
+    async def open_read(self, key: str, chunk_size: int) -> OpenedObject:
+        """Facts from the GET's response (size, ETag, Last-Modified, version), bytes from its body.
+
+        The same facts a HEAD gives (obstore builds both from the same headers, or the same ``stat``
+        for local files), without the HEAD's round trip."""
         try:
             result = await obstore.get_async(self._store, key)
-            start, stop = result.range
-            read = 0
+        except Exception as exc:
+            raise translate_error(exc, self._href(key)) from None
+        facts = _facts(result.meta, local=self._local_root is not None)
+        return OpenedObject(facts, self._body(result, key, chunk_size))
+
+    async def _body(self, result: Any, key: str, chunk_size: int) -> AsyncIterator[bytes]:
+        """A GET's body in chunks, checked against the length its response announced."""
+        start, stop = result.range
+        read = 0
+        try:
             async for chunk in result.stream(min_chunk_size=chunk_size):
                 read += len(chunk)
                 yield chunk
+                if read == stop - start:  # all announced bytes are here: skip the round trip that only says so
+                    return
         except Exception as exc:
             raise translate_error(exc, self._href(key)) from None
         if read != stop - start:  # a body that ended early without an error: never pass it off as whole
@@ -235,7 +264,7 @@ class ObstoreStore:
             # requests (create, part, complete) and give a "-1" ETag instead of the content's MD5.
             head, complete = await _read_up_to(chunks, chunk_size)
             if complete:
-                result = await obstore.put_async(self._store, key, b"".join(head), use_multipart=False,
+                result = await obstore.put_async(self._store, key, _one_body(head), use_multipart=False,
                                                  attributes=attributes or None)
             else:
                 result = await obstore.put_async(self._store, key, _chain(head, chunks), chunk_size=chunk_size,
