@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from packager.arrow_arrays import table_from_records
 from packager.atomic import atomic_path
 from packager.checksum import checksum_stream
 from packager.concurrency import StoreLimits, ordered_map
@@ -174,7 +175,7 @@ class ParquetTableWriter:
 
     def _flush_records(self) -> None:
         if self._buffer and self._writer is not None:
-            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
+            self._writer.write_table(table_from_records(self._buffer, self.schema))
             self.rows += len(self._buffer)
             self._buffer.clear()
 
