@@ -39,7 +39,8 @@ closed by the server while idle: a failure nobody injected). No TLS.
 
 Beyond the rates: :meth:`FaultProxy.force` gives the next matching requests a chosen fault, ``spare`` (a
 regex) exempts requests from faults, :attr:`FaultProxy.retried` counts requests that repeat one that had
-a fault and failed (the retries seen on the wire), and :attr:`FaultProxy.trace` records every request.
+a fault and failed (the retries seen on the wire), :attr:`FaultProxy.trace` records every request and
+:attr:`FaultProxy.request_heads` their headers.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ class FaultProxy:
         self.errors: list[str] = []
         #: (time, method, target, status, client port): status 0 when a request arrives, then the upstream's
         self.trace: list[tuple[float, str, str, int, int]] = []
+        #: (method, target, lower-cased header names and values) of every request, as the client sent them
+        self.request_heads: list[tuple[str, str, dict[str, str]]] = []
         #: requests that repeat (same method and target) a request that got a fault and failed: the retries
         #: the proxy saw on the wire, whoever made them (the HTTP client, the store, the engine's row retry)
         self.retried = 0
@@ -338,6 +341,7 @@ class FaultProxy:
         conn = (writer.get_extra_info("peername") or ("", 0))[1]
         with self._lock:
             self.trace.append((time.time(), method, path, 0, conn))
+            self.request_heads.append((method, path, dict(request.headers)))
         framing = request.framing()
         client_keep = "close" not in request.tokens("connection")
         raw_head = request.raw

@@ -46,6 +46,11 @@ class StorageProfile(BaseModel):
     skip_signature: bool = Field(default=False, description="Anonymous requests (public buckets).")
     request_payer: bool = Field(default=False, description="Requester-pays buckets (S3).")
     virtual_hosted_style_request: bool = False
+    sign_payload: bool = Field(
+        default=False, description="S3: sign upload bodies (x-amz-content-sha256 of the bytes) instead of sending "
+        "UNSIGNED-PAYLOAD, as rclone and the AWS CLI over https do. Signing costs a sha256 pass over every byte "
+        "sent; copies are verified end to end anyway (the store's MD5 ETag, or a read-back). Set it for a store "
+        "that refuses unsigned payloads.")
     server_side_encryption: str | None = Field(default=None, description="'AES256', 'aws:kms'...")
     allow_http: bool | None = Field(default=None, description="Allow plain http; default: the endpoint's scheme.")
     timeout: str = Field(default="120s", description="Per-request timeout (obstore duration string).")

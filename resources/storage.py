@@ -30,6 +30,7 @@ class StorageProfileConfig(dg.Config):
     skip_signature: bool = False
     request_payer: bool = False
     virtual_hosted_style_request: bool = False
+    sign_payload: bool = False
     server_side_encryption: str | None = None
     allow_http: bool | None = None
     timeout: str = "120s"
