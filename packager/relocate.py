@@ -13,11 +13,12 @@ For each lock row, in order:
 3. Otherwise stream source -> destination through a sha256 tap. Multipart uploads become visible
    only when complete; local files are written to a temp name and renamed. Same-store pairs use a
    server-side copy.
-4. Verify the destination: size from a HEAD (which also gives the facts the new lock records: no
-   write response carries Last-Modified), and (``verify="checksum"``, the default) its content: by the
-   MD5 ETag the store computed from what it received, when it equals the MD5 of the bytes read (the
-   source's own MD5 ETag for a single PUT, else computed while streaming), or else by reading the copy
-   back and comparing sha256. A mismatch deletes the destination object and fails the row.
+4. Verify the destination: its content (``verify="checksum"``, the default) by the MD5 ETag the store
+   computed from what it received, when it equals the MD5 of the bytes read (the source's own MD5 ETag
+   for a single PUT, else computed while streaming), or else by reading the copy back and comparing
+   sha256; and its size, with the facts the new lock records (no write response carries
+   Last-Modified), from a HEAD, or on S3 from one listing per window of up to 1,000 such copies
+   (:mod:`packager.copy_facts`). A mismatch deletes the destination object and fails the row.
 
 Crashes and concurrent runs: the relocation holds the target's lease (:mod:`packager.lease`) while it
 works, so a second run into the same target stops at once with a message naming the holder; with the
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from packager import lease
+from packager import copy_facts, lease
 from packager.checksum import StreamDigest, checksum_stream
 from packager.cleanup import CleanupSummary, cleanup_incomplete
 from packager.concurrency import MemoryBudget, ordered_map
@@ -159,6 +160,24 @@ class _Outcome:
     bytes_moved: int
     retries: int = 0
     verified: str | None = None
+    #: a copy whose facts are observed with its window's (:mod:`packager.copy_facts`); ``row`` is the source's
+    unverified: copy_facts.Unverified | None = None
+
+
+async def _settled(window: list[_Outcome | Failure], dest_store: Store,
+                   settings: RelocationSettings) -> list[_Outcome | Failure]:
+    """The window's results with every unverified copy observed: its row, or the failure of its row."""
+    waiting = [r for r in window if isinstance(r, _Outcome) and r.unverified is not None]
+    observed = await copy_facts.observe(dest_store, [r.unverified for r in waiting], concurrency=settings.concurrency,
+                                        attempts=settings.attempts)
+    settled: dict[int, _Outcome | Failure] = {}
+    for outcome, facts in zip(waiting, observed, strict=True):
+        copy = outcome.unverified
+        if isinstance(facts, StoreError):
+            settled[id(outcome)] = failure_of(copy.row, "relocate", facts)
+        else:
+            outcome.row, outcome.unverified = _relocated(copy.row, copy.dest, facts, copy.checksum), None
+    return [settled.get(id(result), result) for result in window]
 
 
 def relocate(lock_path: Path, target: Location, registry: StoreRegistry, out_lock: Path, failures_path: Path,
@@ -256,26 +275,45 @@ async def _relocate(lock_path, target, registry, out_lock, failures_path, settin
         except ROW_ERRORS as exc:
             return failure_of(row, "relocate", exc, attempts=getattr(exc, "attempts_made", 1))
 
-    done, total = 0, count_rows(lock_path)
+    total = count_rows(lock_path)
+    window: list[_Outcome | Failure] = []  # results in lock order, held while copies in it await their facts
+    waiting = 0  # unverified copies in the window
+
+    def account(result: _Outcome | Failure) -> None:
+        summary.rows += 1
+        if isinstance(result, Failure):
+            summary.failures.append(result)
+        else:
+            writer.write(result.row.as_record())
+            summary.bytes_total += result.row.size or 0
+            summary.retries += result.retries
+            if result.status == "present":
+                summary.present += 1
+            else:
+                summary.copied += 1
+                summary.bytes_copied += result.bytes_moved
+                summary.server_side += result.status == "server_side"
+                summary.verified[result.verified] = summary.verified.get(result.verified, 0) + 1
+        if progress:
+            progress(summary.rows, total)
+
+    async def settle_window() -> None:
+        nonlocal waiting
+        for result in await _settled(window, dest_store, settings):
+            account(result)
+        window.clear()
+        waiting = 0
+
     with lock_writer(out_lock) as writer:
         async for result in ordered_map(iter_lock(lock_path), one, in_flight=settings.concurrency * 4):
-            summary.rows += 1
-            done += 1
-            if isinstance(result, Failure):
-                summary.failures.append(result)
-            else:
-                writer.write(result.row.as_record())
-                summary.bytes_total += result.row.size or 0
-                summary.retries += result.retries
-                if result.status == "present":
-                    summary.present += 1
-                else:
-                    summary.copied += 1
-                    summary.bytes_copied += result.bytes_moved
-                    summary.server_side += result.status == "server_side"
-                    summary.verified[result.verified] = summary.verified.get(result.verified, 0) + 1
-            if progress:
-                progress(done, total)
+            if not window and not (isinstance(result, _Outcome) and result.unverified):
+                account(result)
+                continue
+            window.append(result)
+            waiting += isinstance(result, _Outcome) and result.unverified is not None
+            if waiting >= copy_facts.WINDOW:
+                await settle_window()
+        await settle_window()
     write_failures(failures_path, summary.failures)
     summary.seconds = time.perf_counter() - started
     summary.peak_reserved_bytes = budget.peak_reserved
@@ -316,11 +354,15 @@ def _known_absent(dest: Location, present: set[str] | None) -> bool:
 async def _copy_streamed(row: LockRow, facts: ObjectFacts | None, source_store: Store, dest: Location,
                          dest_store: Store, settings: RelocationSettings, budget: MemoryBudget) -> _Outcome:
     """Stream the source to ``dest`` and verify the copy; ``facts`` None: the GET supplies them."""
-    facts, checksum, server_md5_agrees = await _stream_copy(row, facts, source_store, dest, dest_store, settings,
-                                                            budget)
+    facts, checksum, put_etag, server_md5_agrees = await _stream_copy(row, facts, source_store, dest, dest_store,
+                                                                      settings, budget)
     read_back = settings.verify == "checksum" and not server_md5_agrees
-    final = await _verify(dest, dest_store, facts.size, checksum, settings, budget, read_back=read_back)
     verified = "read-back" if read_back else "store-md5" if server_md5_agrees else "size"
+    if not read_back and copy_facts.lists_head_facts(dest_store):
+        # the bytes are proven; the facts for the new lock come from one listing of the window's copies
+        return _Outcome(row, "copied", facts.size, verified=verified,
+                        unverified=copy_facts.Unverified(row, dest, facts.size, put_etag, checksum))
+    final = await _verify(dest, dest_store, facts.size, checksum, settings, budget, read_back=read_back)
     return _Outcome(_relocated(row, dest, final, checksum), "copied", facts.size, verified=verified)
 
 
@@ -388,9 +430,9 @@ async def _stored_checksum(store: Store, key: str, settings: RelocationSettings,
 
 async def _stream_copy(row: LockRow, facts: ObjectFacts | None, source_store: Store, dest: Location,
                        dest_store: Store, settings: RelocationSettings,
-                       budget: MemoryBudget) -> tuple[ObjectFacts, str, bool]:
-    """Stream the source to the destination; (source facts, sha256 multihash, whether the store's MD5 ETag
-    matches the MD5 of the bytes read).
+                       budget: MemoryBudget) -> tuple[ObjectFacts, str, str | None, bool]:
+    """Stream the source to the destination; (source facts, sha256 multihash, the upload's ETag, whether that
+    ETag is the MD5 of the bytes read).
 
     ``facts`` None: the source is opened with one GET whose response gives its facts (checked against the
     lock before a byte is sent); the memory is reserved first, for the locked size, so a GET never waits
@@ -424,7 +466,7 @@ async def _stream_copy(row: LockRow, facts: ObjectFacts | None, source_store: St
         await dest_store.delete(dest.key)
         raise StoreError(f"{row.location}: {problem}; the partial copy at {dest} was deleted", href=row.href)
     expected = source_md5 or digest.s3_etag()
-    return facts, digest.multihash(), bool(put_etag and expected and put_etag.strip('"').lower() == expected)
+    return facts, digest.multihash(), put_etag, bool(put_etag and expected and put_etag.strip('"').lower() == expected)
 
 
 async def _open_source(row: LockRow, facts: ObjectFacts | None, source_store: Store,

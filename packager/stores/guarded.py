@@ -7,7 +7,7 @@ request is sent.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from packager.errors import AccessDenied
@@ -68,6 +68,11 @@ class GuardedStore:
     async def read_metadata(self, key: str) -> dict[str, str]:
         self._need("read", key)
         return await self._inner.read_metadata(key)
+
+    async def listed_facts(self, keys: Collection[str]) -> dict[str, ObjectFacts]:
+        """Defined here, not left to ``__getattr__``: the capability check must come first."""
+        self._need("read", next(iter(keys), ""))
+        return await self._inner.listed_facts(keys)
 
     def list(self, prefix: str) -> AsyncIterator[ListedObject]:
         self._need("read", prefix)

@@ -12,7 +12,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import obstore
@@ -29,6 +29,9 @@ from packager.errors import AccessDenied, ObjectNotFound, StoreError, TransientS
 from packager.stores import s3_region
 from packager.stores.base import ListedObject, ObjectFacts, OpenedObject, short_read
 from packager.stores.local_facts import plain_key, stat_many
+
+#: entries :meth:`ObstoreStore.listed_facts` reads per key asked for before it leaves the rest to HEADs
+LISTED_FACTS_SCAN = 4
 
 #: user-metadata name of the content checksum (sha256 multihash), as STAC's ``file:checksum``
 CHECKSUM_METADATA = "file-checksum"
@@ -175,6 +178,8 @@ class ObstoreStore:
         self._local_root = local_root
         #: Azure metadata names must be C# identifiers: 'file-checksum' is stored as 'file_checksum'
         self._azure = href_prefix.startswith(("az://", "abfs://"))
+        #: S3 lists each object's size, ETag and Last-Modified as its HEAD gives them (see :meth:`listed_facts`)
+        self.lists_head_facts = href_prefix.startswith("s3://")
         self.keeps_metadata = local_root is None and not href_prefix.startswith("http")
 
     def _href(self, key: str) -> str:
@@ -208,6 +213,43 @@ class ObstoreStore:
         paths = [os.path.join(self._local_root, key) for key in keys]
         root_length = len(self._local_root)
         return await stat_many(paths, lambda exc, path: translate_error(exc, self._href(path[root_length:])))
+
+    async def listed_facts(self, keys: Collection[str]) -> dict[str, ObjectFacts]:
+        """HEAD's facts of many keys from one ranged listing; keys it did not see are left out (HEAD them).
+
+        Only where :attr:`lists_head_facts` (S3): a ListObjectsV2 entry has the size and ETag a HEAD gives,
+        and Last-Modified to the millisecond where HEAD's header has whole seconds (AWS lists ``.000``,
+        MinIO the milliseconds), so it is cut to whole seconds, as HEAD's is. One page of 1,000 entries
+        answers 1,000 HEADs. The listing runs from the least to the greatest key, under their common
+        directory, and stops there or after :data:`LISTED_FACTS_SCAN` entries per key (other objects
+        between them), so keys spread over a large prefix cost a bounded listing and then HEADs.
+        """
+        if not self.lists_head_facts:
+            raise TypeError(f"{self.describe}: its listing does not give HEAD's facts; HEAD each key")
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        low, high = min(wanted), max(wanted)
+        directory = os.path.commonprefix([low, high]).rpartition("/")[0]
+        budget = LISTED_FACTS_SCAN * len(wanted) + 1000
+        found: dict[str, ObjectFacts] = {}
+        try:  # start-after a strict prefix of the least key: the listing includes it
+            async for batch in obstore.list(self._store, prefix=directory or None, offset=low[:-1], chunk_size=1000):
+                for meta in batch:
+                    path = meta["path"]
+                    if path > high:
+                        return found
+                    if path in wanted:
+                        facts = _facts(meta)
+                        moment = facts.last_modified
+                        found[path] = ObjectFacts(facts.size, facts.etag, moment and moment.replace(microsecond=0),
+                                                  facts.version)
+                budget -= len(batch)
+                if budget <= 0 or len(found) == len(wanted):
+                    return found
+        except Exception as exc:
+            raise translate_error(exc, self._href(directory)) from None
+        return found
 
     async def get_range(self, key: str, start: int, end: int) -> bytes:
         try:

@@ -1,8 +1,8 @@
 """S3 -> S3 relocation on a real server: the requests per object and what the new lock records.
 
 A fresh target: one GET per source (its response gives size, ETag and last-modified; no HEAD), one PUT,
-one HEAD of the copy; the source's MD5 ETag stands for the MD5 of the bytes of a single-PUT copy. A re-run
-copies nothing. An ETag that only looks like an MD5 cannot pass a copy: it is then read back.
+and one listing for the facts of up to 1,000 copies instead of a HEAD each; the source's MD5 ETag stands
+for the MD5 of the bytes of a single-PUT copy. A re-run copies nothing. An ETag that only looks like an MD5 cannot pass a copy: it is then read back.
 """
 
 from __future__ import annotations
@@ -57,19 +57,27 @@ class Recorder:
         self.calls.append(("put_stream", key))
         return await self._inner.put_stream(key, chunks, **kwargs)
 
+    async def listed_facts(self, keys) -> dict[str, ObjectFacts]:
+        self.calls.append(("listed_facts", ",".join(sorted(keys))))
+        return await self._inner.listed_facts(keys)
+
 
 class RecordingRegistry(StoreRegistry):
-    """Records the requests to the source bucket (and fakes its ETags when asked)."""
+    """Records the requests to the source bucket (and fakes its ETags when asked), and to the target's."""
 
-    def __init__(self, profiles: list[StorageProfile], source_bucket: str, fake_etag: str | None = None) -> None:
+    def __init__(self, profiles: list[StorageProfile], source_bucket: str, fake_etag: str | None = None,
+                 target_bucket: str | None = None) -> None:
         super().__init__(profiles)
         self.calls: list[tuple[str, str]] = []
-        self._source, self._fake = source_bucket, fake_etag
+        self.target_calls: list[tuple[str, str]] = []
+        self._source, self._fake, self._target = source_bucket, fake_etag, target_bucket
 
     def store_for(self, location: Location) -> Store:
         store = super().store_for(location)
         if location.container == self._source:
             return Recorder(store, self.calls, self._fake)
+        if location.container == self._target:
+            return Recorder(store, self.target_calls, None)
         return store
 
 
@@ -105,11 +113,15 @@ def _target(world) -> Location:
 def test_fresh_target_one_get_per_source_and_lock_holds_copy_facts(world, s3_client, tmp_path):
     # a lock with checksums: the re-run compares them with the copies' metadata, reading no bytes
     lock = _lock(world, StoreRegistry(world["profiles"]), tmp_path / "lock.parquet", checksum=True)
-    registry = RecordingRegistry(world["profiles"], world["source"])
+    registry = RecordingRegistry(world["profiles"], world["source"], target_bucket=world["target"])
     first = relocate(lock, _target(world), registry, tmp_path / "out.parquet", tmp_path / "f.parquet", SETTINGS)
     assert not first.failures, [f.error for f in first.failures]
     assert (first.copied, first.bytes_copied) == (len(SIZES), sum(SIZES.values()))
     assert sorted(op for op, _ in registry.calls) == ["open_read"] * len(SIZES)  # no HEAD of any source
+    # no HEAD of any copy either: one listing observed all four for the new lock
+    copies = ",".join(sorted(f"copy/c/item-{name}/data.bin" for name in SIZES))
+    assert [call for call in registry.target_calls if call[0] in ("head", "listed_facts")] == \
+        [("listed_facts", copies)]
     # single PUTs are proven by the source's MD5 ETag, the multipart copy by the part MD5s computed here
     assert first.verified == {"store-md5": len(SIZES)}
     for row in iter_lock(tmp_path / "out.parquet"):
