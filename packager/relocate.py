@@ -67,8 +67,8 @@ from packager.stores.obstore_backend import CHECKSUM_METADATA
 from packager.templates import DEFAULT_TEMPLATE, KeyTemplate, plan_keys
 
 MiB = 1 << 20
-#: bounds of :attr:`RelocationSettings.read_size`: reads of 1 MiB are still hashed off the event loop
-#: (:data:`~packager.checksum.THREAD_HASH_THRESHOLD`); 8 x 256 MiB took ~6 % more CPU than with 8 MiB reads
+#: bounds of :attr:`RelocationSettings.read_size`; reads are hashed in place (below
+#: :data:`~packager.checksum.THREAD_HASH_THRESHOLD`); 8 x 256 MiB took ~6 % more CPU than with 8 MiB reads
 MAX_READ_SIZE = 1 * MiB
 MIN_READ_SIZE = 64 << 10
 
